@@ -1,0 +1,104 @@
+"""The gateway's app factory: `create_app(settings)` opens Redis and the broker in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from tokenrelay.protocol import Keys
+from tokenrelay.settings import Settings
+from tokenrelay.store import JobScripts
+from worker.celery_app import create_celery_app, enqueue_job
+
+from .errors import install_error_handlers
+from .limits import BodySizeLimit
+from .relay import Relay
+from .routes import router
+
+log = logging.getLogger("tokenrelay.gateway")
+
+POOL_WAIT_S = 5.0
+
+
+def _redis_pool(settings: Settings) -> Redis:
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_pool_size,
+        timeout=POOL_WAIT_S,
+        socket_timeout=10,
+        socket_connect_timeout=3,
+        socket_keepalive=True,
+        health_check_interval=30,
+        client_name="tokenrelay-gateway",
+    )
+    return Redis(connection_pool=pool)
+
+
+def _reader_connection(settings: Settings) -> Redis:
+    # Blocks up to reader_block_ms per read: its socket timeout must stay well above that.
+    return Redis.from_url(
+        settings.redis_url,
+        max_connections=1,
+        socket_timeout=settings.reader_block_ms / 1000 + 10,
+        socket_connect_timeout=3,
+        socket_keepalive=True,
+        client_name="tokenrelay-gateway-reader",
+    )
+
+
+async def _warm(redis: Redis, size: int) -> None:
+    """Open the pool's connections up front: a fixed count, whatever the number of readers."""
+    pool = redis.connection_pool
+    connections = [await pool.get_connection() for _ in range(size)]
+    for connection in connections:
+        await pool.release(connection)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        keys = Keys(settings.key_prefix)
+        redis = _redis_pool(settings)
+        reader_redis = _reader_connection(settings)
+        celery_app = create_celery_app(settings)
+        relay = Relay(redis, reader_redis, keys, block_ms=settings.reader_block_ms,
+                      history_batch=settings.history_batch, client_buffer_events=settings.client_buffer_events,
+                      keepalive_s=settings.keepalive_s)
+        state = app.state
+        state.settings, state.keys, state.redis, state.relay = settings, keys, redis, relay
+        state.scripts = JobScripts(redis, keys)
+        state.enqueue = lambda job_id: enqueue_job(celery_app, job_id)
+        try:
+            await _warm(redis, settings.redis_pool_size)
+        except Exception as exc:  # noqa: BLE001 - start anyway; /ready reports Redis as down
+            log.warning("redis not reachable at start-up: %s", type(exc).__name__)
+        await relay.start()
+        try:
+            yield
+        finally:
+            await relay.stop()
+            await reader_redis.aclose()
+            await redis.aclose()
+            await asyncio.to_thread(celery_app.close)
+
+    app = FastAPI(
+        title="tokenrelay",
+        version="0.1.0",
+        summary="Run LLM jobs on Celery workers; stream their tokens to many clients over SSE.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Zero-argument factory for `uvicorn --factory api.app:app_from_env`: settings from the environment."""
+    from tokenrelay.settings import load_settings
+
+    return create_app(load_settings())

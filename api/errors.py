@@ -1,0 +1,79 @@
+"""Every error answer of the gateway, in one shape: {"error": {"message", "type", "param", "code"}}.
+
+Internal exception text never reaches a client: unexpected errors are logged and answered generically.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tokenrelay.errors import ServiceUnavailable, TokenRelayError
+
+from .schemas import ErrorBody
+
+log = logging.getLogger("tokenrelay.gateway")
+
+RETRY_AFTER_S = 1
+
+
+def error_response(status: int, error_type: str, message: str, param: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": None}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _describe(errors: list[dict]) -> tuple[str, str | None]:
+    first = errors[0] if errors else {}
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body",)]
+    param = ".".join(location) or None
+    if first.get("type") == "json_invalid":
+        return "request body is not valid JSON", None
+    message = first.get("msg", "invalid request")
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    return (f"{param}: {message}" if param else message), param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TokenRelayError)
+    async def _product_error(request: Request, exc: TokenRelayError) -> JSONResponse:
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, ServiceUnavailable) else None
+        return error_response(exc.status_code, exc.error_type, exc.message, exc.param, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _describe(list(exc.errors()))
+        return error_response(400, "invalid_request_error", message, param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        message = "no such route" if exc.status_code == 404 else str(exc.detail)
+        return error_response(exc.status_code, kind, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("redis unavailable: %s", exc)
+        return error_response(503, "service_unavailable", "the job store is unavailable; retry shortly",
+                              headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal error")
+
+
+ERROR_RESPONSES = {
+    400: {"model": ErrorBody, "description": "Malformed or out-of-range input."},
+    404: {"model": ErrorBody, "description": "Unknown or expired job."},
+    413: {"model": ErrorBody, "description": "Request body over the size limit."},
+    503: {"model": ErrorBody, "description": "Redis or the broker is unavailable; see Retry-After."},
+}

@@ -1,0 +1,227 @@
+"""The gateway's relay: one shared Redis reader per process fans each job's events out to its readers.
+
+Deliberate choices (read before changing):
+- One blocking XREAD loop per process reads every followed job's stream from a known id, on one
+  dedicated connection; history reads use a small fixed pool. Redis connections and commands per
+  token do not grow with the number of readers.
+- A reader replays history first, then joins the job's hub at the hub's current position and
+  reads the gap up to it; live events it already has are dropped by id. Nothing starts at `$`.
+- Each entry becomes SSE bytes once, in the hub, and the same bytes go to every reader.
+- Each reader has a bounded queue. A reader that falls `client_buffer_events` behind is cut off
+  (its response ends without `end`) and resumes with Last-Event-ID: its memory stays bounded and
+  no event is dropped silently.
+- A per-process wake stream is part of every XREAD, so a hub that starts following a job wakes the
+  blocked reader at once, with no race between the wake-up and the read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+
+from tokenrelay import protocol
+from tokenrelay.protocol import EventId, Keys
+
+log = logging.getLogger("tokenrelay.gateway.relay")
+
+END_EVENT = b"end"
+WAKE_STREAM_TTL_S = 3600
+
+
+def _entry_id(raw: bytes) -> EventId:
+    attempt, seq = raw.split(b"-")
+    return EventId(int(attempt), int(seq))
+
+
+class Reader:
+    """One client's bounded queue of SSE frames."""
+
+    __slots__ = ("frames", "limit", "overflowed", "wake")
+
+    def __init__(self, limit: int) -> None:
+        self.frames: deque[tuple[EventId, bytes, bool]] = deque()
+        self.limit = limit
+        self.overflowed = False
+        self.wake = asyncio.Event()
+
+    def push(self, event_id: EventId, frame: bytes, is_end: bool) -> None:
+        if self.overflowed:
+            return
+        if len(self.frames) >= self.limit:
+            self.overflowed = True
+        else:
+            self.frames.append((event_id, frame, is_end))
+        self.wake.set()
+
+
+class Hub:
+    """Everything this process relays for one job."""
+
+    __slots__ = ("key", "readers", "position", "live", "done")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.readers: set[Reader] = set()
+        self.position: EventId | None = None  # last entry the shared loop has read
+        self.live = False
+        self.done = False
+
+    def deliver(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        for raw_id, fields in entries:
+            event_id = _entry_id(raw_id)
+            frame = protocol.entry_to_sse(raw_id, fields)
+            is_end = fields.get(b"e") == END_EVENT
+            self.position = event_id
+            for reader in self.readers:
+                reader.push(event_id, frame, is_end)
+            if is_end:
+                self.done = True
+                break
+
+
+class Relay:
+    def __init__(self, redis: Redis, reader_redis: Redis, keys: Keys, *, block_ms: int, history_batch: int,
+                 client_buffer_events: int, keepalive_s: float) -> None:
+        self.redis = redis
+        self.reader_redis = reader_redis
+        self.keys = keys
+        self.block_ms = block_ms
+        self.history_batch = history_batch
+        self.client_buffer_events = client_buffer_events
+        self.keepalive_s = keepalive_s
+        self.hubs: dict[bytes, Hub] = {}
+        self.wake_key = f"{keys.prefix}:gateway:{uuid.uuid4().hex}:wake".encode()
+        self._wake_position = b"0-0"
+        self._task: asyncio.Task | None = None
+        self.reads = 0
+
+    @property
+    def reader_count(self) -> int:
+        return sum(len(hub.readers) for hub in self.hubs.values())
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._read_forever(), name="tokenrelay-relay")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            await self.redis.delete(self.wake_key)
+        except Exception:  # noqa: BLE001 - Redis may be gone at shutdown
+            pass
+
+    # -- the shared reader ---------------------------------------------------------------------------
+
+    async def _read_forever(self) -> None:
+        while True:
+            streams = {hub.key: str(hub.position or EventId(0, 0)) for hub in self.hubs.values()
+                       if hub.live and not hub.done}
+            streams[self.wake_key] = self._wake_position
+            try:
+                response = await self.reader_redis.xread(streams, count=self.history_batch, block=self.block_ms)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep relaying once Redis is back
+                log.warning("relay read failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            self.reads += 1
+            for key, entries in response or ():
+                if key == self.wake_key:
+                    self._wake_position = entries[-1][0]
+                    continue
+                hub = self.hubs.get(key)
+                if hub is not None and hub.live and not hub.done:
+                    hub.deliver(entries)
+
+    async def _wake(self) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.wake_key, {"w": "1"}, maxlen=16, approximate=True)
+            pipe.expire(self.wake_key, WAKE_STREAM_TTL_S)
+            await pipe.execute()
+
+    # -- one client ------------------------------------------------------------------------------------
+
+    async def follow(self, job_id: str, after: EventId | None) -> AsyncIterator[bytes]:
+        """SSE frames of a job after `after` (from the start if None), ending after `end`.
+
+        Ends early, without `end`, if the client falls too far behind; it then resumes by id.
+        """
+        key = self.keys.events(job_id).encode()
+        last = after
+        # 1. History, straight from Redis.
+        async for frames, last, ended in self._history(key, last, None):
+            yield frames
+            if ended:
+                return
+        # 2. Join the hub; read the gap between our history and the hub's position.
+        reader = Reader(self.client_buffer_events)
+        hub = self.hubs.get(key)
+        if hub is None:
+            hub = self.hubs[key] = Hub(key)
+        hub.readers.add(reader)
+        try:
+            if not hub.live:
+                hub.live, hub.position = True, last
+                await self._wake()
+            elif hub.position is not None and (last is None or hub.position > last):
+                async for frames, last, ended in self._history(key, last, hub.position):
+                    yield frames
+                    if ended:
+                        return
+            # 3. Live.
+            async for frames in self._live(reader, last):
+                yield frames
+        finally:
+            hub.readers.discard(reader)
+            if not hub.readers:
+                self.hubs.pop(key, None)
+
+    async def _history(self, key: bytes, after: EventId | None, until: EventId | None):
+        start = "-" if after is None else f"({after}"
+        end = "+" if until is None else str(until)
+        while True:
+            entries = await self.redis.xrange(key, start, end, count=self.history_batch)
+            if not entries:
+                return
+            frames, last, ended = [], after, False
+            for raw_id, fields in entries:
+                frames.append(protocol.entry_to_sse(raw_id, fields))
+                last = _entry_id(raw_id)
+                if fields.get(b"e") == END_EVENT:
+                    ended = True
+                    break
+            after = last
+            yield b"".join(frames), last, ended
+            if ended or len(entries) < self.history_batch:
+                return
+            start = f"({last}"
+
+    async def _live(self, reader: Reader, last: EventId | None) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                await asyncio.wait_for(reader.wake.wait(), self.keepalive_s)
+            except TimeoutError:
+                yield protocol.KEEPALIVE_FRAME
+                continue
+            reader.wake.clear()
+            frames, ended = [], False
+            while reader.frames:
+                event_id, frame, is_end = reader.frames.popleft()
+                if last is not None and event_id <= last:
+                    continue
+                frames.append(frame)
+                last = event_id
+                if is_end:
+                    ended = True
+                    break
+            if frames:
+                yield b"".join(frames)
+            if ended or reader.overflowed:
+                return

@@ -1,0 +1,95 @@
+"""The product's errors, one tree:
+
+    TokenRelayError
+    ├── InvalidRequest          bad client input (HTTP 400)
+    │   ├── InvalidJobId
+    │   ├── InvalidEventId
+    │   └── UnknownModel
+    ├── JobNotFound             unknown or expired job (HTTP 404)
+    ├── PayloadTooLarge         body over the limit (HTTP 413)
+    ├── ServiceUnavailable      Redis or the broker cannot be reached (HTTP 503)
+    ├── ModelNotConfigured      a worker lacks a provider's credentials
+    └── ClientError             raised by tokenrelay.Client for an error answer
+"""
+
+from __future__ import annotations
+
+
+class TokenRelayError(Exception):
+    """Base class of every error the product raises on purpose."""
+
+    status_code = 500
+    error_type = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequest(TokenRelayError):
+    """Raised when a client's input is malformed or outside the limits."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class InvalidJobId(InvalidRequest):
+    """Raised when a string is not a well-formed job id."""
+
+    def __init__(self, job_id: object) -> None:
+        super().__init__("job id must be 32 lowercase hex characters", param="job_id")
+
+
+class InvalidEventId(InvalidRequest):
+    """Raised when a Last-Event-ID is not `<attempt>-<seq>` or names no event of the job."""
+
+    def __init__(self, event_id: object, reason: str = "is not an event id of the form <attempt>-<seq>") -> None:
+        super().__init__(f"Last-Event-ID {str(event_id)[:64]!r} {reason}", param="last_event_id")
+
+
+class UnknownModel(InvalidRequest):
+    """Raised when a client names a model the server does not allow."""
+
+    def __init__(self, model: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"model {model[:100]!r} is not available; choose one of: {', '.join(allowed)}", param="model"
+        )
+        self.allowed = allowed
+
+
+class JobNotFound(TokenRelayError):
+    """Raised when a job id names no job (never created, or expired after retention)."""
+
+    status_code = 404
+    error_type = "not_found_error"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} not found (unknown, or expired after retention)", param="job_id")
+
+
+class PayloadTooLarge(TokenRelayError):
+    """Raised when a request body is larger than max_body_bytes."""
+
+    status_code = 413
+    error_type = "request_too_large"
+
+
+class ServiceUnavailable(TokenRelayError):
+    """Raised when Redis or the broker cannot be reached."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+
+
+class ModelNotConfigured(TokenRelayError):
+    """Raised on a worker when a model's provider has no credentials configured."""
+
+
+class ClientError(TokenRelayError):
+    """Raised by the Python client when the gateway answers with an error."""
+
+    def __init__(self, status_code: int, error_type: str, message: str, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.status_code = status_code
+        self.error_type = error_type

@@ -1,0 +1,80 @@
+"""Typed settings, read from `TOKENRELAY_*` environment variables by `load_settings()`.
+
+Nothing reads the environment at import: callers build a `Settings` and pass it down.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing import Annotated
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOKENRELAY_", extra="ignore")
+
+    # Where streams and job records live; also the Celery broker unless broker_url is set.
+    redis_url: str = DEFAULT_REDIS_URL
+    broker_url: str | None = None
+    # Prefix of every Redis key the product writes (see tokenrelay.protocol.Keys).
+    key_prefix: str = "tokenrelay"
+    queue_name: str = "tokenrelay"
+
+    # Models a client may name. `demo` is offline; `openai:<name>` uses ChatOpenAI.
+    models: Annotated[list[str], NoDecode] = ["demo", "openai:gpt-4o-mini"]
+    openai_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("TOKENRELAY_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("TOKENRELAY_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+
+    # Retention of finished jobs' streams and records.
+    retention_s: int = 24 * 3600
+    # Hard limit on one attempt of a job; past it the job fails with error type `timeout`.
+    job_timeout_s: float = 3600.0
+
+    # Request limits.
+    max_body_bytes: int = 1_000_000
+    max_messages: int = 256
+    max_message_chars: int = 200_000
+    max_tokens_limit: int = 16_384
+    default_max_tokens: int = 64
+
+    # Gateway relay.
+    keepalive_s: float = 15.0
+    client_buffer_events: int = 2_000
+    reader_block_ms: int = 5_000
+    history_batch: int = 1_000
+    redis_pool_size: int = 6
+
+    # Worker.
+    worker_concurrency: int = 200
+    # A running job's lease; a worker that stops renewing it for this long is presumed lost.
+    lease_ttl_s: float = 10.0
+    reaper_interval_s: float = 1.0
+    # Broker redelivery of unacknowledged messages (Redis broker). Leases prevent double runs,
+    # so this only bounds how long a message prefetched by a lost worker waits.
+    visibility_timeout_s: int = 300
+    # Tokens are written as soon as the previous write returned; this extra wait (0 = none)
+    # lets more tokens share one write. A lone token is never held back longer than this.
+    flush_window_ms: float = 0.0
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (e.g. from CLI flags) on top."""
+    clean = {key: value for key, value in overrides.items() if value is not None}
+    return Settings(**clean)

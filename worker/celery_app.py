@@ -1,0 +1,90 @@
+"""The Celery edge: an app configured for no loss, and one task that hands a job to the runtime."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from celery import Celery, signals
+
+from tokenrelay.protocol import check_job_id
+from tokenrelay.settings import Settings
+
+from .runtime import WorkerRuntime
+
+TASK_NAME = "tokenrelay.run_job"
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    app = Celery("tokenrelay", broker=settings.celery_broker_url, set_as_current=False)
+    app.conf.update(
+        # JSON only: pickle from a reachable broker is remote code execution.
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        # No loss: acknowledge after the job ran, requeue when the process running it dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=settings.queue_name,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        # Jobs wait on providers, not on the CPU: threads, each only waiting on the process's loop.
+        worker_pool="threads",
+        worker_concurrency=settings.worker_concurrency,
+        worker_hijack_root_logger=False,
+        # The threads pool has no time limits; jobs enforce job_timeout_s themselves. These
+        # apply when someone runs the prefork pool.
+        task_time_limit=int(settings.job_timeout_s) + 60,
+        task_soft_time_limit=int(settings.job_timeout_s) + 30,
+        worker_send_task_events=False,
+    )
+    app.tokenrelay_settings = settings
+    runtime_holder = _RuntimeHolder(app, settings)
+    app.tokenrelay_runtime = runtime_holder
+
+    @app.task(name=TASK_NAME, bind=True, ignore_result=True)
+    def run_job(self, job_id: str) -> str:
+        return runtime_holder.get().run_job(check_job_id(job_id))
+
+    def _start(sender=None, **_: object) -> None:
+        if getattr(sender, "app", None) is app:
+            runtime_holder.get()
+
+    def _stop(sender=None, **_: object) -> None:
+        if getattr(sender, "app", None) is app or sender is None:
+            runtime_holder.close()
+
+    signals.worker_ready.connect(_start, weak=False)
+    signals.worker_shutdown.connect(_stop, weak=False)
+    signals.worker_process_shutdown.connect(lambda **_: runtime_holder.close(), weak=False)
+    return app
+
+
+def enqueue_job(app: Celery, job_id: str) -> None:
+    settings: Settings = app.tokenrelay_settings
+    app.send_task(TASK_NAME, args=[job_id], queue=settings.queue_name)
+
+
+class _RuntimeHolder:
+    """One runtime per process, started on first use (and again in a forked child)."""
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self._runtime: WorkerRuntime | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> WorkerRuntime:
+        with self._lock:
+            if self._runtime is None or self._runtime.pid != os.getpid():
+                self._runtime = WorkerRuntime(self.settings, lambda job_id: enqueue_job(self.app, job_id))
+                self._runtime.start()
+            return self._runtime
+
+    def close(self) -> None:
+        with self._lock:
+            if self._runtime is not None and self._runtime.pid == os.getpid():
+                self._runtime.stop()
+            self._runtime = None

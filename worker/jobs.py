@@ -1,0 +1,137 @@
+"""One attempt of one job on a worker: take the lease, run the core, publish, finish the record."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from tokenrelay import protocol, runner
+from tokenrelay.models import GenerationParams, build_chat_model
+from tokenrelay.protocol import Keys
+from tokenrelay.settings import Settings
+from tokenrelay.store import JobScripts, load_job, utc_now
+
+from .publisher import JobStream, StreamPublisher
+
+log = logging.getLogger("tokenrelay.worker")
+
+
+@dataclass
+class RunningJob:
+    job_id: str
+    attempt: int
+    task: asyncio.Task
+    stop_reason: str | None = None  # "cancelled" (a client asked), "superseded", "write_failed"
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.task.cancel()
+
+
+@dataclass
+class JobServices:
+    """What an attempt needs from its worker process."""
+
+    settings: Settings
+    redis: Redis
+    keys: Keys
+    scripts: JobScripts
+    publisher: StreamPublisher
+    running: dict[str, RunningJob] = field(default_factory=dict)
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.settings.lease_ttl_s * 1000)
+
+    @property
+    def running_ttl_s(self) -> int:
+        return int(self.settings.job_timeout_s + self.settings.retention_s)
+
+
+async def execute_job(services: JobServices, job_id: str) -> str:
+    """Run one attempt of `job_id`; returns what happened (a terminal status, or why nothing ran)."""
+    state, attempt = await services.scripts.start(job_id, services.lease_ms, services.running_ttl_s)
+    if state not in ("started", "cancel"):
+        log.info("job %s not run: %s", job_id, state)
+        return state
+    record = await load_job(services.redis, services.keys, job_id)
+    if record is None:
+        return "missing"
+    job = RunningJob(job_id, attempt, asyncio.current_task())
+    services.running[job_id] = job
+    stream = services.publisher.open(job_id, attempt, job.stop)
+    if attempt > 1:
+        stream.emit(runner.reset_event(attempt, "worker_lost"))
+    stream.emit(runner.metadata_event(job_id, attempt, record.model))
+    log.info("job %s attempt %d started", job_id, attempt)
+    outcome = runner.Outcome()
+    status, error = "succeeded", None
+    try:
+        if state == "cancel":  # cancelled while it waited in the queue
+            job.stop_reason = "cancelled"
+            raise asyncio.CancelledError
+        async with asyncio.timeout(services.settings.job_timeout_s):
+            await _generate(services, record, stream, outcome)
+    except asyncio.CancelledError:
+        if job.stop_reason is None:  # the worker itself is shutting down: the lease runs out
+            raise
+        asyncio.current_task().uncancel()
+        if job.stop_reason == "superseded":
+            log.warning("job %s attempt %d superseded by a newer attempt", job_id, attempt)
+            return "superseded"
+        status = "cancelled" if job.stop_reason == "cancelled" else "failed"
+        if status == "failed":
+            error = {"type": "internal_error", "message": runner.SAFE_ERRORS["internal_error"]}
+    except Exception as exc:  # noqa: BLE001 - every failure ends the job; the text stays in the log
+        log.exception("job %s attempt %d failed", job_id, attempt)
+        event = runner.error_event(exc)
+        error = event.data
+        status = "failed"
+    finally:
+        services.running.pop(job_id, None)
+    if error:
+        stream.emit(runner.Event(protocol.ERROR, error))
+    await stream.flushed()
+    return await _finish(services, stream, record.model, status, outcome, error)
+
+
+async def _generate(services: JobServices, record, stream: JobStream, outcome: runner.Outcome) -> None:
+    settings = services.settings
+    params = GenerationParams.from_dict(record.request.get("params", {}), settings.default_max_tokens)
+    model = build_chat_model(record.model, params, settings)
+    messages = runner.to_langchain_messages(record.request["messages"])
+    async for event in runner.stream_chat(model, messages, outcome):
+        stream.emit(event)
+
+
+async def _finish(
+    services: JobServices, stream: JobStream, model: str, status: str, outcome: runner.Outcome, error: dict | None
+) -> str:
+    finish_reason = {"cancelled": "cancelled", "failed": "error"}.get(status, outcome.finish_reason)
+    end = runner.end_event(status, outcome, finish_reason)
+    fields = {
+        "status": status,
+        "finished_at": utc_now(),
+        "output_text": outcome.text,
+        "usage": protocol.dumps(end.data["usage"]),
+        "finish_reason": finish_reason or "",
+    }
+    if error:
+        fields["error"] = protocol.dumps(error)
+    written = await services.scripts.finish(
+        stream.job_id,
+        stream.attempt,
+        stream.reserve_id(),
+        protocol.dumps(end.data),
+        services.settings.retention_s,
+        fields,
+    )
+    if written == 0:
+        log.warning("job %s attempt %d superseded before it finished", stream.job_id, stream.attempt)
+        return "superseded"
+    log.info("job %s attempt %d %s (%d tokens)", stream.job_id, stream.attempt, status, outcome.tokens)
+    return status

@@ -1,0 +1,194 @@
+"""One batched writer per worker process: every running job hands it events, it writes them to Redis.
+
+Deliberate choices (read before changing):
+- A write starts as soon as the previous one returned; nothing waits for company unless
+  `flush_window_ms` asks for it. Tokens that arrive while a write is in flight are merged into
+  one `token` event per job (text concatenated, `count` says how many) and written together,
+  all jobs in one pipeline: batching happens exactly when tokens come faster than Redis answers.
+- Ids are assigned when a batch is built, `<attempt>-<seq>`, and kept across retries, so a
+  retried write fails with "equal or smaller" instead of duplicating. Such a failure is checked
+  against the stream's top entry: a higher attempt there means this attempt was superseded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError, TimeoutError as RedisTimeoutError
+
+from tokenrelay import protocol
+from tokenrelay.protocol import EventId, Keys
+from tokenrelay.runner import Event
+
+log = logging.getLogger("tokenrelay.worker.publisher")
+
+RETRY_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+MERGE_KEYS_IGNORED = ("text", "index", "count")
+
+
+def _mergeable(pending: Event, new: Event) -> bool:
+    if pending.type != protocol.TOKEN or new.type != protocol.TOKEN:
+        return False
+    return all(pending.data.get(k) == new.data.get(k) for k in new.data if k not in MERGE_KEYS_IGNORED) and all(
+        k in new.data for k in pending.data if k not in MERGE_KEYS_IGNORED
+    )
+
+
+def _merge(pending: Event, new: Event) -> Event:
+    data = dict(pending.data)
+    data["text"] = pending.data["text"] + new.data["text"]
+    data["count"] = pending.data.get("count", 1) + new.data.get("count", 1)
+    return Event(pending.type, data)
+
+
+class JobStream:
+    """One attempt's view of the publisher: events go in, ids come out in order."""
+
+    def __init__(self, publisher: "StreamPublisher", job_id: str, attempt: int, on_lost: Callable[[str], None]):
+        self.publisher = publisher
+        self.job_id = job_id
+        self.key = publisher.keys.events(job_id)
+        self.attempt = attempt
+        self.next_seq = 0
+        self.pending: list[Event] = []
+        self.in_flight = 0
+        self.lost_reason: str | None = None
+        self.on_lost = on_lost
+        self.first_write = True
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def emit(self, event: Event) -> None:
+        if self.lost_reason:
+            return
+        if self.pending and _mergeable(self.pending[-1], event):
+            self.pending[-1] = _merge(self.pending[-1], event)
+        else:
+            self.pending.append(event)
+        self._idle.clear()
+        self.publisher.schedule(self)
+
+    def reserve_id(self) -> str:
+        """The id of the next entry, for a write the caller makes itself (the final `end`)."""
+        event_id = str(EventId(self.attempt, self.next_seq))
+        self.next_seq += 1
+        return event_id
+
+    def take(self) -> list[tuple[str, Event]]:
+        batch = [(self.reserve_id(), event) for event in self.pending]
+        self.pending = []
+        self.in_flight += 1
+        return batch
+
+    def done_writing(self) -> None:
+        self.in_flight -= 1
+        if not self.pending and not self.in_flight:
+            self._idle.set()
+
+    def lose(self, reason: str) -> None:
+        """Stop writing: another attempt owns the stream (`superseded`) or Redis refused (`write_failed`)."""
+        self.lost_reason = reason
+        self.pending = []
+        self.done_writing()
+        self.on_lost(reason)
+
+    async def flushed(self) -> None:
+        """Wait until every event emitted so far is in Redis."""
+        await self._idle.wait()
+
+
+class StreamPublisher:
+    def __init__(self, redis: Redis, keys: Keys, *, running_ttl_s: int, flush_window_ms: float = 0.0) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.running_ttl_s = running_ttl_s
+        self.flush_window_s = flush_window_ms / 1000.0
+        self._ready: dict[str, JobStream] = {}
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.writes = 0
+        self.entries = 0
+
+    def open(self, job_id: str, attempt: int, on_lost: Callable[[str], None]) -> JobStream:
+        return JobStream(self, job_id, attempt, on_lost)
+
+    def schedule(self, stream: JobStream) -> None:
+        self._ready[stream.key] = stream
+        self._wakeup.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="tokenrelay-publisher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            # Let every coroutine that is ready now add its tokens before the batch is cut.
+            await asyncio.sleep(self.flush_window_s)
+            self._wakeup.clear()
+            streams, self._ready = list(self._ready.values()), {}
+            batches = [(stream, stream.take()) for stream in streams if stream.pending]
+            if batches:
+                await self._write(batches)
+
+    async def _write(self, batches: list[tuple[JobStream, list[tuple[str, Event]]]]) -> None:
+        for attempt_number, delay in enumerate((0.0, *RETRY_DELAYS_S)):
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                results = await self._pipeline(batches)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("stream write failed (try %d): %s", attempt_number + 1, exc)
+                continue
+            await self._settle(batches, results)
+            return
+        log.error("stream write failed after %d tries; failing %d job(s)", len(RETRY_DELAYS_S) + 1, len(batches))
+        for stream, _ in batches:
+            stream.lose("write_failed")
+
+    async def _pipeline(self, batches: list[tuple[JobStream, list[tuple[str, Event]]]]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, entries in batches:
+                for event_id, event in entries:
+                    pipe.xadd(stream.key, protocol.encode_fields(event.type, event.data), id=event_id)
+                if stream.first_write:
+                    pipe.expire(stream.key, self.running_ttl_s)
+            results = await pipe.execute(raise_on_error=False)
+        self.writes += 1
+        self.entries += sum(len(entries) for _, entries in batches)
+        return results
+
+    async def _settle(self, batches: list[tuple[JobStream, list[tuple[str, Event]]]], results: list[Any]) -> None:
+        position = 0
+        for stream, entries in batches:
+            failures = [r for r in results[position : position + len(entries)] if isinstance(r, Exception)]
+            position += len(entries) + (1 if stream.first_write else 0)
+            stream.first_write = False
+            if failures and not await self._written_by_us(stream, failures):
+                stream.lose("superseded" if self._is_fenced(failures) else "write_failed")
+            else:
+                stream.done_writing()
+
+    @staticmethod
+    def _is_fenced(failures: list[Exception]) -> bool:
+        return all(isinstance(f, ResponseError) and "equal or smaller" in str(f) for f in failures)
+
+    async def _written_by_us(self, stream: JobStream, failures: list[Exception]) -> bool:
+        """After a failed XADD: True if it was a retry of our own write, False if we lost the stream."""
+        if not self._is_fenced(failures):
+            log.error("stream write for job %s failed: %s", stream.job_id, type(failures[0]).__name__)
+            return False
+        top = await self.redis.xrevrange(stream.key, count=1)
+        if not top:
+            return False
+        top_id = EventId.parse(top[0][0].decode() if isinstance(top[0][0], bytes) else top[0][0])
+        return top_id.attempt <= stream.attempt

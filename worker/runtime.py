@@ -1,0 +1,180 @@
+"""A worker process's asyncio side: one event loop thread that runs every job of the process.
+
+Deliberate choices (read before changing):
+- Celery's threads pool hands each task to a thread that only waits on a future; the job itself
+  runs as a coroutine here. Hundreds of concurrent jobs cost one loop, one Redis pool and one
+  batched publisher, not hundreds of connections and round trips.
+- Cancel is cooperative: a pub/sub message (one subscription per process) cancels the job's
+  coroutine wherever it awaits, so it stops between tokens even when the provider is slow. The
+  heartbeat also reads the cancel flags, in case a message was missed while reconnecting.
+- Liveness is a lease per running job, renewed in one command per heartbeat for all of them.
+  The reaper hands jobs whose lease ran out back to the queue as a new attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from tokenrelay.protocol import Keys
+from tokenrelay.settings import Settings
+from tokenrelay.store import JobScripts
+
+from .jobs import JobServices, execute_job
+from .publisher import StreamPublisher
+
+log = logging.getLogger("tokenrelay.worker")
+
+# KEYS: running, workers. ARGV: lease_ms, worker id, job ids... Renews this process's leases.
+HEARTBEAT_SCRIPT = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[2], now_ms, ARGV[2])
+for i = 3, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', now_ms + tonumber(ARGV[1]), ARGV[i])
+end
+return now_ms
+"""
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings, enqueue: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.enqueue = enqueue
+        self.keys = Keys(settings.key_prefix)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="tokenrelay-loop", daemon=True)
+        self._services: JobServices | None = None
+        self._background: list[asyncio.Task] = []
+        self._ready = threading.Event()
+
+    # -- lifecycle, called from Celery's threads -------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._open(), self.loop).result()
+        self._ready.set()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if not self._thread.is_alive():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(timeout_s)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout_s)
+
+    def run_job(self, job_id: str) -> str:
+        """Run one attempt of a job to its end; blocks the calling (Celery) thread."""
+        self._ready.wait()
+        return asyncio.run_coroutine_threadsafe(execute_job(self._services, job_id), self.loop).result()
+
+    # -- inside the loop ----------------------------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    async def _open(self) -> None:
+        settings = self.settings
+        redis = Redis.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_pool_size * 4,
+            health_check_interval=30,
+            socket_keepalive=True,
+            client_name=f"tokenrelay-worker:{self.worker_id}",
+        )
+        publisher = StreamPublisher(
+            redis,
+            self.keys,
+            running_ttl_s=int(settings.job_timeout_s + settings.retention_s),
+            flush_window_ms=settings.flush_window_ms,
+        )
+        self._services = JobServices(settings, redis, self.keys, JobScripts(redis, self.keys), publisher)
+        self._heartbeat_script = redis.register_script(HEARTBEAT_SCRIPT)
+        publisher.start()
+        self._background = [
+            asyncio.create_task(self._forever(self._heartbeat, settings.lease_ttl_s / 3), name="heartbeat"),
+            asyncio.create_task(self._forever(self._reap, settings.reaper_interval_s), name="reaper"),
+            asyncio.create_task(self._listen_for_cancels(), name="cancel-listener"),
+        ]
+
+    async def _close(self) -> None:
+        services = self._services
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if services:
+            await services.publisher.stop()
+            try:
+                await services.redis.zrem(self.keys.workers, self.worker_id)
+            except Exception:  # noqa: BLE001 - Redis may be gone at shutdown
+                pass
+            await services.redis.aclose()
+
+    async def _forever(self, step: Callable, interval_s: float) -> None:
+        while True:
+            try:
+                await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a background loop must outlive Redis hiccups
+                log.warning("%s failed: %s", step.__name__, exc)
+            await asyncio.sleep(interval_s)
+
+    async def _heartbeat(self) -> None:
+        services = self._services
+        job_ids = list(services.running)
+        await self._heartbeat_script(
+            keys=[self.keys.running, self.keys.workers],
+            args=[services.lease_ms, self.worker_id, *job_ids],
+        )
+        if job_ids:  # the safety net for a cancel message missed while pub/sub reconnected
+            async with services.redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.hget(self.keys.meta(job_id), "cancel_requested")
+                flags = await pipe.execute()
+            for job_id, flag in zip(job_ids, flags):
+                if flag == b"1":
+                    self._cancel_local(job_id)
+
+    async def _reap(self) -> None:
+        services = self._services
+        seconds, micros = await services.redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        lost = await services.redis.zrangebyscore(self.keys.running, "-inf", now_ms, start=0, num=100)
+        for raw in lost:
+            job_id = raw.decode()
+            if await services.scripts.claim_lost(job_id, now_ms):
+                log.warning("job %s lost its worker; queued again", job_id)
+                await asyncio.to_thread(self.enqueue, job_id)
+
+    async def _listen_for_cancels(self) -> None:
+        while True:
+            pubsub = self._services.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.keys.cancel_channel)
+                async for message in pubsub.listen():
+                    if message and message.get("type") == "message":
+                        self._cancel_local(message["data"].decode())
+            except asyncio.CancelledError:
+                await pubsub.aclose()
+                raise
+            except Exception as exc:  # noqa: BLE001 - reconnect after any Redis error
+                log.warning("cancel listener reconnecting: %s", exc)
+                await pubsub.aclose()
+                await asyncio.sleep(0.5)
+
+    def _cancel_local(self, job_id: str) -> None:
+        job = self._services.running.get(job_id)
+        if job is not None:
+            log.info("job %s cancel requested", job_id)
+            job.stop("cancelled")
