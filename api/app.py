@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 from contextlib import asynccontextmanager
 
@@ -33,7 +34,7 @@ def _redis_pool(settings: Settings) -> Redis:
         socket_connect_timeout=3,
         socket_keepalive=True,
         health_check_interval=30,
-        client_name="tokenrelay-gateway",
+        client_name=f"tokenrelay-gateway:{os.getpid()}",
     )
     return Redis(connection_pool=pool)
 
@@ -46,7 +47,7 @@ def _reader_connection(settings: Settings) -> Redis:
         socket_timeout=settings.reader_block_ms / 1000 + 10,
         socket_connect_timeout=3,
         socket_keepalive=True,
-        client_name="tokenrelay-gateway-reader",
+        client_name=f"tokenrelay-gateway-reader:{os.getpid()}",
     )
 
 

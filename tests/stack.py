@@ -112,3 +112,44 @@ def wait_for_workers(url: str, count: int, timeout_s: float = 30.0) -> None:
         return response.status_code == 200 and response.json()["workers"] >= count
 
     wait_until(ready, timeout_s=timeout_s, interval_s=0.1, message=f"{count} worker(s) alive")
+
+
+class Stack:
+    """A gateway and workers of a test's own (own key prefix and queue) on a shared Redis server."""
+
+    def __init__(self, redis_url: str, settings: dict[str, object], workers: int = 1) -> None:
+        self.env = stack_env(redis_url, **settings)
+        self.workers = [start_worker(self.env, name=f"worker{i}") for i in range(workers)]
+        self.gateways: list[Process] = []
+        self.urls: list[str] = []
+        try:
+            self.add_gateway()
+            wait_for_workers(self.url, workers)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+    def add_gateway(self) -> str:
+        process, url = start_gateway(self.env)
+        self.gateways.append(process)
+        self.urls.append(url)
+        return url
+
+    def add_worker(self) -> Process:
+        process = start_worker(self.env, name=f"worker{len(self.workers)}")
+        self.workers.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in self.gateways + self.workers:
+            process.stop()
+
+    def __enter__(self) -> "Stack":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -25,7 +25,7 @@ PASSAGE = (
 
 def demo_tokens(prompt: str, count: int) -> list[str]:
     """Exactly `count` tokens: an echo of the prompt's words, then the passage, repeated as needed."""
-    prompt_words = prompt.split()[:24]
+    prompt_words = prompt.split()
     words = ["You", "asked:"] + prompt_words + ["Here", "is", "the", "answer."] if prompt_words else []
     passage = PASSAGE.split()
     tokens: list[str] = []
