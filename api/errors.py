@@ -38,7 +38,7 @@ def _describe(errors: list[dict]) -> tuple[str, str | None]:
     message = first.get("msg", "invalid request")
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
-    return (f"{param}: {message}" if param else message), param
+    return f"{param or 'request body'}: {message}", param
 
 
 def install_error_handlers(app: FastAPI) -> None:

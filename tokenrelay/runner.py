@@ -108,17 +108,29 @@ SAFE_ERRORS: dict[str, str] = {
 }
 
 
+PROVIDER_MODULES = ("openai", "langchain_openai", "httpx", "httpx2", "httpcore", "httpcore2", "h11")
+UNREACHABLE_HINTS = ("Connection", "Connect", "Timeout", "Protocol")
+
+
+def _causes(exc: BaseException, depth: int = 8):
+    while exc is not None and depth:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+        depth -= 1
+
+
 def classify_error(exc: BaseException) -> str:
-    name = type(exc).__name__
-    module = type(exc).__module__ or ""
+    """A client-safe error type for an exception (provider libraries wrap each other: look at the chain)."""
     if isinstance(exc, TimeoutError):
         return "timeout"
-    if module.startswith(("openai", "httpx", "httpcore")):
-        if "Connection" in name or "Timeout" in name or "Connect" in name:
-            return "provider_unavailable"
-        return "provider_error"
     if isinstance(exc, ModelNotConfigured):
         return "configuration_error"
+    for cause in _causes(exc):
+        for cls in type(cause).__mro__:
+            if cls.__module__.split(".")[0] in PROVIDER_MODULES:
+                if any(hint in cls.__name__ for hint in UNREACHABLE_HINTS):
+                    return "provider_unavailable"
+                return "provider_error"
     return "internal_error"
 
 

@@ -59,6 +59,9 @@ class WorkerRuntime:
     # -- lifecycle, called from Celery's threads -------------------------------------------------
 
     def start(self) -> None:
+        # Import provider clients now: an import inside the loop would stall every running job.
+        import langchain_openai  # noqa: F401
+
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._open(), self.loop).result()
         self._ready.set()
@@ -153,6 +156,8 @@ class WorkerRuntime:
         lost = await services.redis.zrangebyscore(self.keys.running, "-inf", now_ms, start=0, num=100)
         for raw in lost:
             job_id = raw.decode()
+            if job_id in services.running:  # ours and alive: this loop was just slow to renew
+                continue
             if await services.scripts.claim_lost(job_id, now_ms):
                 log.warning("job %s lost its worker; queued again", job_id)
                 await asyncio.to_thread(self.enqueue, job_id)
