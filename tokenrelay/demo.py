@@ -47,21 +47,20 @@ def _prompt_text(messages: list[BaseMessage]) -> str:
 
 
 def _truncate_at_stop(tokens: list[str], stop: list[str] | None) -> tuple[list[str], str]:
-    if not stop:
+    """Cut the text where the first stop sequence starts, even one that spans tokens."""
+    text = "".join(tokens)
+    hits = [text.find(s) for s in stop or () if s and s in text]
+    if not hits:
         return tokens, "length"
-    text = ""
-    for position, token in enumerate(tokens):
-        candidate = text + token
-        hits = [candidate.find(s) for s in stop if s and s in candidate]
-        if hits:
-            cut = min(hits)
-            kept = tokens[:position]
-            remainder = candidate[len(text) : cut]
-            if remainder:
-                kept.append(remainder)
-            return kept, "stop"
-        text = candidate
-    return tokens, "length"
+    cut, kept, length = min(hits), [], 0
+    for token in tokens:
+        if length + len(token) > cut:
+            if cut > length:
+                kept.append(token[: cut - length])
+            break
+        kept.append(token)
+        length += len(token)
+    return kept, "stop"
 
 
 class DemoChatModel(BaseChatModel):
@@ -69,6 +68,7 @@ class DemoChatModel(BaseChatModel):
 
     max_tokens: int = 64
     tokens_per_second: float = 30.0
+    stop: list[str] | None = None
     model_name: str = "demo"
 
     @property
@@ -77,7 +77,7 @@ class DemoChatModel(BaseChatModel):
 
     def _plan(self, messages: list[BaseMessage], stop: list[str] | None) -> tuple[list[str], str, int]:
         prompt = _prompt_text(messages)
-        tokens, finish_reason = _truncate_at_stop(demo_tokens(prompt, self.max_tokens), stop)
+        tokens, finish_reason = _truncate_at_stop(demo_tokens(prompt, self.max_tokens), stop or self.stop)
         return tokens, finish_reason, max(1, len(prompt.split()))
 
     def _delay_s(self, index: int, started: float, now: float) -> float:

@@ -42,7 +42,7 @@ def build_chat_model(name: str, params: GenerationParams, settings: Settings) ->
     check_model(name, settings)
     if name == "demo":
         pace = 30.0 if params.tokens_per_second is None else params.tokens_per_second
-        return DemoChatModel(max_tokens=params.max_tokens, tokens_per_second=pace)
+        return DemoChatModel(max_tokens=params.max_tokens, tokens_per_second=pace, stop=list(params.stop) or None)
     if name.startswith(OPENAI_PREFIX):
         from langchain_openai import ChatOpenAI
 
@@ -55,6 +55,7 @@ def build_chat_model(name: str, params: GenerationParams, settings: Settings) ->
             base_url=settings.openai_base_url,
             max_tokens=params.max_tokens,
             temperature=params.temperature,
+            stop=list(params.stop) or None,
             streaming=True,
             stream_usage=True,
             max_retries=0,

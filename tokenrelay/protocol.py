@@ -19,8 +19,8 @@ from typing import Any
 
 from .errors import InvalidEventId, InvalidJobId
 
-JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-EVENT_ID_PATTERN = re.compile(r"^(\d{1,19})-(\d{1,19})$")
+JOB_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+EVENT_ID_PATTERN = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 MAX_ID_PART = 2**64 - 1
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
@@ -42,7 +42,7 @@ def new_job_id() -> str:
 
 
 def check_job_id(job_id: str) -> str:
-    if not isinstance(job_id, str) or not JOB_ID_PATTERN.match(job_id):
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
         raise InvalidJobId(job_id)
     return job_id
 
@@ -54,7 +54,7 @@ class EventId:
 
     @classmethod
     def parse(cls, text: str) -> "EventId":
-        match = EVENT_ID_PATTERN.match(text.strip()) if isinstance(text, str) else None
+        match = EVENT_ID_PATTERN.fullmatch(text.strip()) if isinstance(text, str) else None
         if not match:
             raise InvalidEventId(text)
         attempt, seq = int(match.group(1)), int(match.group(2))

@@ -56,10 +56,19 @@ def _chunk_text(content: Any) -> str:
     return ""
 
 
+def _valid_utf8(text: str) -> str:
+    # A provider's JSON may hold a lone surrogate ("\ud83d"): it cannot be encoded, so replace it.
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode()
+
+
 async def stream_chat(model: BaseChatModel, messages: list[BaseMessage], outcome: Outcome) -> AsyncIterator[Event]:
     """Yield one `token` event per non-empty chunk, filling `outcome` as it goes."""
     async for chunk in model.astream(messages):
-        text = _chunk_text(chunk.content)
+        text = _valid_utf8(_chunk_text(chunk.content))
         usage = getattr(chunk, "usage_metadata", None)
         if usage:
             outcome.usage = {

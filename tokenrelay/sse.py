@@ -29,14 +29,18 @@ class SSEParser:
         self._id: str | None = None
         self._event = ""
         self._data: list[str] = []
+        self._after_cr = False
 
     def feed(self, text: str) -> Iterator[Event]:
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]
+        self._after_cr = False
         self._buffer += text
         while True:
             cut = _line_end(self._buffer)
             if cut is None:
                 return
-            line, length = cut
+            line, length, self._after_cr = cut
             self._buffer = self._buffer[length:]
             event = self._line(line)
             if event is not None:
@@ -64,11 +68,12 @@ class SSEParser:
         return None
 
 
-def _line_end(buffer: str) -> tuple[str, int] | None:
-    """The first complete line and the length it takes up with its terminator (CR, LF or CRLF)."""
+def _line_end(buffer: str) -> tuple[str, int, bool] | None:
+    """The first complete line, the length it takes with its terminator, and whether that was a lone CR
+    at the very end of the buffer (an LF arriving next belongs to it)."""
     lf, cr = buffer.find("\n"), buffer.find("\r")
     if cr == -1 or (lf != -1 and lf < cr):
-        return (buffer[:lf], lf + 1) if lf != -1 else None
+        return (buffer[:lf], lf + 1, False) if lf != -1 else None
     if cr + 1 == len(buffer):
-        return None  # a CR at the end may be half of a CRLF
-    return buffer[:cr], cr + (2 if buffer[cr + 1] == "\n" else 1)
+        return buffer[:cr], cr + 1, True
+    return buffer[:cr], cr + (2 if buffer[cr + 1] == "\n" else 1), False

@@ -149,6 +149,14 @@ class StreamPublisher:
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 log.warning("stream write failed (try %d): %s", attempt_number + 1, exc)
                 continue
+            except Exception:  # noqa: BLE001 - a write that cannot succeed must not stop the publisher
+                if len(batches) > 1:  # find the job whose events cannot be written; the others go on
+                    for batch in batches:
+                        await self._write([batch])
+                    return
+                log.exception("stream write for job %s refused", batches[0][0].job_id)
+                batches[0][0].lose("write_failed")
+                return
             await self._settle(batches, results)
             return
         log.error("stream write failed after %d tries; failing %d job(s)", len(RETRY_DELAYS_S) + 1, len(batches))

@@ -1,0 +1,223 @@
+"""The `tokenrelay` command: parse arguments and dispatch to one subcommand.
+
+    tokenrelay dev      gateway + workers + embedded Valkey, one command (see tokenrelay.dev)
+    tokenrelay api      the HTTP gateway in this process
+    tokenrelay worker   a Celery worker in this process
+    tokenrelay run      submit a job and print its tokens as they arrive
+    tokenrelay watch    attach to a job's stream and print its tokens
+
+Exit codes of `run` and `watch`: 0 succeeded, 1 failed (or an error talking to the gateway),
+2 cancelled, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterable
+from typing import TextIO
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 2}
+EXIT_INTERRUPTED = 130
+
+
+def print_events(events: Iterable, out: TextIO, err: TextIO, separator: str | None = None) -> str | None:
+    """Write each token's text to `out` as it arrives, then a newline; return the job's final status
+    (None if the events stopped before the `end` event).
+
+    An `error` event's message goes to `err`. A `reset` (the job restarted on another attempt) is
+    noted on `err`, and the new attempt's text starts on a new line of `out`.
+    """
+    end = separator or ""
+    line_open = printed = False
+    status = None
+    for event in events:
+        if event.event == "token":
+            print(event.data["text"], end=end, file=out, flush=True)
+            line_open = printed = True
+            continue
+        if line_open and event.event in ("reset", "error"):
+            print(file=out, flush=True)
+            line_open = False
+        if event.event == "reset":
+            print(f"[job restarted: attempt {event.data.get('attempt')} ({event.data.get('reason', '')})]",
+                  file=err, flush=True)
+        elif event.event == "error":
+            print(f"error: {event.data.get('message') or 'the job failed'} ({event.data.get('type', 'error')})",
+                  file=err, flush=True)
+        elif event.event == "end":
+            status = event.data.get("status")
+            break
+    if line_open or not printed:
+        print(file=out, flush=True)
+    return status
+
+
+def _follow(client, job_id: str, last_event_id: str | None, separator: str | None) -> int:
+    status = print_events(client.stream(job_id, last_event_id=last_event_id), sys.stdout, sys.stderr, separator)
+    if status is None:
+        print("error: the stream ended without an end event", file=sys.stderr)
+        return 1
+    if status != "succeeded":
+        print(f"job {job_id} {status}", file=sys.stderr)
+    return EXIT_CODES.get(status, 1)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import httpx
+
+    from .client import Client
+    from .errors import ClientError
+
+    params = {name: value for name, value in (("max_tokens", args.max_tokens),
+                                              ("tokens_per_second", args.tokens_per_second)) if value is not None}
+    with Client(args.url) as client:
+        job_id = None
+        try:
+            job_id = client.submit(args.prompt, model=args.model, params=params)["id"]
+            print(f"job {job_id}", file=sys.stderr, flush=True)
+            return _follow(client, job_id, None, args.separator)
+        except ClientError as exc:
+            return _client_failed(exc)
+        except httpx.HTTPError as exc:
+            return _unreachable(exc, args.url)
+        except KeyboardInterrupt:
+            if job_id is not None:
+                _cancel_quietly(client, job_id)
+            return EXIT_INTERRUPTED
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    import httpx
+
+    from .client import Client
+    from .errors import ClientError
+
+    with Client(args.url) as client:
+        try:
+            return _follow(client, args.job_id, args.last_event_id, args.separator)
+        except ClientError as exc:
+            return _client_failed(exc)
+        except httpx.HTTPError as exc:
+            return _unreachable(exc, args.url)
+        except KeyboardInterrupt:
+            print(file=sys.stdout, flush=True)
+            return EXIT_INTERRUPTED
+
+
+def _client_failed(exc: Exception) -> int:
+    print(f"error: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+    return 1
+
+
+def _unreachable(exc: Exception, url: str) -> int:
+    print(f"error: cannot reach the gateway at {url} ({type(exc).__name__}: {exc})", file=sys.stderr)
+    return 1
+
+
+def _cancel_quietly(client, job_id: str) -> None:
+    print(f"\ninterrupted: cancelling job {job_id}", file=sys.stderr)
+    try:
+        client.cancel(job_id)
+    except Exception as exc:  # noqa: BLE001 - best effort on the way out
+        print(f"could not cancel job {job_id}: {exc}", file=sys.stderr)
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    from .settings import load_settings
+
+    uvicorn.run(create_app(load_settings()), host=args.host, port=args.port)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from worker import create_celery_app
+
+    from .settings import load_settings
+
+    settings = load_settings()
+    concurrency = args.concurrency if args.concurrency is not None else settings.worker_concurrency
+    app = create_celery_app(settings)
+    app.worker_main(["worker", "--pool", "threads", "-c", str(concurrency), "-l", args.loglevel])
+    return 0
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from .dev import run_dev
+
+    return run_dev(host=args.host, port=args.port, workers=args.workers,
+                   redis_url=args.redis_url or os.environ.get("TOKENRELAY_REDIS_URL") or None, demo=not args.no_demo)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    default_url = os.environ.get("TOKENRELAY_URL") or DEFAULT_URL
+    parser = argparse.ArgumentParser(prog="tokenrelay", description="Run LLM jobs on Celery workers and stream "
+                                     "their tokens to many clients over Server-Sent Events.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = commands.add_parser("dev", help="gateway + workers + embedded Valkey in one command",
+                              description="Start an embedded Valkey server (unless --redis-url or "
+                              "TOKENRELAY_REDIS_URL is given), Celery workers and the gateway; run a demo job; "
+                              "serve until Ctrl-C.")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    dev.add_argument("--redis-url", help="use this Redis instead of an embedded server")
+    dev.add_argument("--no-demo", action="store_true", help="do not submit the demo job")
+    dev.set_defaults(handler=_cmd_dev)
+
+    api = commands.add_parser("api", help="run the HTTP gateway in this process")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(handler=_cmd_api)
+
+    worker = commands.add_parser("worker", help="run a Celery worker in this process")
+    worker.add_argument("--concurrency", "-c", type=_positive_int, default=None,
+                        help="threads (default: TOKENRELAY_WORKER_CONCURRENCY, 200)")
+    worker.add_argument("--loglevel", "-l", default="info")
+    worker.set_defaults(handler=_cmd_worker)
+
+    run = commands.add_parser("run", help="submit a job and print its tokens as they arrive")
+    run.add_argument("prompt")
+    run.add_argument("--model", default="demo")
+    run.add_argument("--max-tokens", type=_positive_int, default=None)
+    run.add_argument("--tokens-per-second", type=float, default=None, help="pace of the demo model")
+    _add_stream_options(run, default_url)
+    run.set_defaults(handler=_cmd_run)
+
+    watch = commands.add_parser("watch", help="attach to a job's stream and print its tokens")
+    watch.add_argument("job_id")
+    watch.add_argument("--from", dest="last_event_id", metavar="EVENT_ID",
+                       help="print only the events after this event id")
+    _add_stream_options(watch, default_url)
+    watch.set_defaults(handler=_cmd_watch)
+    return parser
+
+
+def _add_stream_options(parser: argparse.ArgumentParser, default_url: str) -> None:
+    parser.add_argument("--separator", default=None, help="printed after each token event's text")
+    parser.add_argument("--url", default=default_url, help=f"the gateway (default: $TOKENRELAY_URL or {DEFAULT_URL})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
