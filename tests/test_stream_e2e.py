@@ -176,3 +176,19 @@ def test_health_and_ready(gateway_url: str):
     assert httpx.get(f"{gateway_url}/health").json() == {"status": "ok"}
     ready = httpx.get(f"{gateway_url}/ready")
     assert ready.status_code == 200 and ready.json()["redis"] is True and ready.json()["workers"] >= 1
+
+
+def test_a_hundred_concurrent_jobs_all_complete_with_every_token(gateway_url: str):
+    async def scenario():
+        async with AsyncClient(gateway_url, timeout_s=60) as client:
+            jobs = await asyncio.gather(*(client.submit(f"job {i}", params={"max_tokens": 50, "tokens_per_second": 0})
+                                          for i in range(100)))
+
+            async def read(job):
+                return [event async for event in client.stream(job["id"])]
+
+            return await asyncio.gather(*(read(job) for job in jobs))
+
+    for events in asyncio.run(scenario()):
+        assert token_indexes(events) == list(range(50))
+        assert events[-1].event == "end" and events[-1].data["status"] == "succeeded"

@@ -6,6 +6,7 @@ import os
 import threading
 
 from celery import Celery, signals
+from redis.exceptions import RedisError
 
 from tokenrelay.protocol import check_job_id
 from tokenrelay.settings import Settings
@@ -13,6 +14,7 @@ from tokenrelay.settings import Settings
 from .runtime import WorkerRuntime
 
 TASK_NAME = "tokenrelay.run_job"
+MAX_RETRY_DELAY_S = 30
 
 
 def create_celery_app(settings: Settings) -> Celery:
@@ -44,9 +46,15 @@ def create_celery_app(settings: Settings) -> Celery:
     runtime_holder = _RuntimeHolder(app, settings)
     app.tokenrelay_runtime = runtime_holder
 
-    @app.task(name=TASK_NAME, bind=True, ignore_result=True)
+    @app.task(name=TASK_NAME, bind=True, ignore_result=True, max_retries=None)
     def run_job(self, job_id: str) -> str:
-        return runtime_holder.get().run_job(check_job_id(job_id))
+        try:
+            return runtime_holder.get().run_job(check_job_id(job_id))
+        except RedisError as exc:
+            # Redis failed before the job could start or finish: hand the message back for later.
+            # Leases make the retry safe whatever the first try had done.
+            delay = min(2 ** self.request.retries, MAX_RETRY_DELAY_S)
+            raise self.retry(exc=exc, countdown=delay) from None
 
     def _start(sender=None, **_: object) -> None:
         if getattr(sender, "app", None) is app:

@@ -20,7 +20,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from tokenrelay.protocol import Keys
 from tokenrelay.settings import Settings
@@ -30,6 +30,8 @@ from .jobs import JobServices, execute_job
 from .publisher import StreamPublisher
 
 log = logging.getLogger("tokenrelay.worker")
+
+POOL_WAIT_S = 20.0
 
 # KEYS: running, workers. ARGV: lease_ms, worker id, job ids... Renews this process's leases.
 HEARTBEAT_SCRIPT = """
@@ -88,13 +90,18 @@ class WorkerRuntime:
 
     async def _open(self) -> None:
         settings = self.settings
-        redis = Redis.from_url(
+        # A fixed pool that jobs wait on: hundreds of jobs share a few connections.
+        pool = BlockingConnectionPool.from_url(
             settings.redis_url,
-            max_connections=settings.redis_pool_size * 4,
+            max_connections=settings.redis_pool_size * 2,
+            timeout=POOL_WAIT_S,
+            socket_timeout=10,
+            socket_connect_timeout=3,
             health_check_interval=30,
             socket_keepalive=True,
             client_name=f"tokenrelay-worker:{self.worker_id}",
         )
+        redis = Redis(connection_pool=pool)
         publisher = StreamPublisher(
             redis,
             self.keys,
