@@ -6,8 +6,10 @@
     tokenrelay run      submit a job and print its tokens as they arrive
     tokenrelay watch    attach to a job's stream and print its tokens
 
-Exit codes of `run` and `watch`: 0 succeeded, 1 failed (or an error talking to the gateway),
-2 cancelled, 130 interrupted.
+`run` and `watch` print tokens on stdout and everything else on stderr (`run` starts with
+`job <id>`, for a later `watch`). Ctrl-C during `run` cancels the job; during `watch` it only
+detaches. Exit codes: 0 succeeded, 1 failed (or an error talking to the gateway), 2 cancelled,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TextIO
 DEFAULT_URL = "http://127.0.0.1:8000"
 EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 2}
 EXIT_INTERRUPTED = 130
+GATEWAY_SHUTDOWN_GRACE_S = 5
 
 
 def print_events(events: Iterable, out: TextIO, err: TextIO, separator: str | None = None) -> str | None:
@@ -84,6 +87,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except httpx.HTTPError as exc:
             return _unreachable(exc, args.url)
         except KeyboardInterrupt:
+            print(file=sys.stdout, flush=True)
             if job_id is not None:
                 _cancel_quietly(client, job_id)
             return EXIT_INTERRUPTED
@@ -118,7 +122,7 @@ def _unreachable(exc: Exception, url: str) -> int:
 
 
 def _cancel_quietly(client, job_id: str) -> None:
-    print(f"\ninterrupted: cancelling job {job_id}", file=sys.stderr)
+    print(f"interrupted: cancelling job {job_id}", file=sys.stderr)
     try:
         client.cancel(job_id)
     except Exception as exc:  # noqa: BLE001 - best effort on the way out
@@ -132,7 +136,10 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
     from .settings import load_settings
 
-    uvicorn.run(create_app(load_settings()), host=args.host, port=args.port)
+    # Open streams would hold a graceful shutdown forever: cut them after a few seconds, and let
+    # clients resume on another gateway with Last-Event-ID.
+    uvicorn.run(create_app(load_settings()), host=args.host, port=args.port,
+                timeout_graceful_shutdown=GATEWAY_SHUTDOWN_GRACE_S)
     return 0
 
 
@@ -144,7 +151,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     settings = load_settings()
     concurrency = args.concurrency if args.concurrency is not None else settings.worker_concurrency
     app = create_celery_app(settings)
-    app.worker_main(["worker", "--pool", "threads", "-c", str(concurrency), "-l", args.loglevel])
+    argv = ["worker", "--pool", "threads", "-c", str(concurrency), "-l", args.loglevel]
+    if args.hostname:
+        argv += ["-n", args.hostname]
+    app.worker_main(argv)
     return 0
 
 
@@ -188,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", "-c", type=_positive_int, default=None,
                         help="threads (default: TOKENRELAY_WORKER_CONCURRENCY, 200)")
     worker.add_argument("--loglevel", "-l", default="info")
+    worker.add_argument("--hostname", "-n", default=None, help="node name, e.g. worker1@%%h (default celery@%%h)")
     worker.set_defaults(handler=_cmd_worker)
 
     run = commands.add_parser("run", help="submit a job and print its tokens as they arrive")

@@ -76,7 +76,7 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 def stop_children(children: list[Child], timeout_s: float, hurry: threading.Event, slow_note: str = "") -> None:
     """SIGTERM each child's process group, wait up to `timeout_s` (less once `hurry` is set), then SIGKILL.
 
-    `slow_note` is printed once if they are still running after a second.
+    `slow_note` is printed once if they are still running after a few seconds.
     """
     for child in children:
         if child.alive():
@@ -86,7 +86,7 @@ def stop_children(children: list[Child], timeout_s: float, hurry: threading.Even
     while any(child.alive() for child in children) and time.monotonic() < started + timeout_s:
         if hurry.is_set():
             break
-        if not noted and time.monotonic() > started + 1.0:
+        if not noted and time.monotonic() > started + 3.0:
             _note(slow_note)
             noted = True
         time.sleep(POLL_S)
@@ -157,7 +157,8 @@ class DevStack:
         if self.external_redis_url:
             _check_redis(self.external_redis_url)
         else:
-            self.server = EmbeddedServer().start()
+            self.server = EmbeddedServer()  # kept before start(): stop() cleans up a failed start too
+            self.server.start()
         self.log_dir = Path(tempfile.mkdtemp(prefix="tokenrelay-dev-"))
         env = {**os.environ, "TOKENRELAY_REDIS_URL": self.redis_url, "PYTHONUNBUFFERED": "1"}
         for number in range(1, self.worker_count + 1):
@@ -245,11 +246,15 @@ class Demo:
             pass
         self.thread.join(2.0)
         if self.mid_line:
-            print(file=sys.stdout, flush=True)
+            _note("", sys.stdout)
 
 
-def _note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+def _note(text: str, stream=None) -> None:
+    """Print to stderr (or `stream`); a closed terminal (SIGHUP) must not stop the shutdown."""
+    try:
+        print(text, file=stream or sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def banner(stack: DevStack) -> str:
@@ -305,11 +310,13 @@ def run_dev(*, host: str, port: int, workers: int, redis_url: str | None, demo: 
     finally:
         if stack.started:
             _note("Stopping tokenrelay dev ...")
-        if demo_job:
-            demo_job.stop()
-        stack.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        try:
+            if demo_job:
+                demo_job.stop()
+        finally:
+            stack.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if stack.started:
             _note(f"Stopped. Logs are in {stack.log_dir}" if stack.log_dir else "Stopped.")
     return code

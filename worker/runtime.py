@@ -32,6 +32,7 @@ from .publisher import StreamPublisher
 log = logging.getLogger("tokenrelay.worker")
 
 POOL_WAIT_S = 20.0
+CLOSE_WAIT_S = 3.0
 
 # KEYS: running, workers. ARGV: lease_ms, worker id, job ids... Renews this process's leases.
 HEARTBEAT_SCRIPT = """
@@ -57,6 +58,7 @@ class WorkerRuntime:
         self._services: JobServices | None = None
         self._background: list[asyncio.Task] = []
         self._ready = threading.Event()
+        self._closing = False
 
     # -- lifecycle, called from Celery's threads -------------------------------------------------
 
@@ -119,9 +121,10 @@ class WorkerRuntime:
 
     async def _close(self) -> None:
         services = self._services
+        self._closing = True
         for task in self._background:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.wait(self._background, timeout=CLOSE_WAIT_S)
         if services:
             await services.publisher.stop()
             try:
@@ -131,7 +134,8 @@ class WorkerRuntime:
             await services.redis.aclose()
 
     async def _forever(self, step: Callable, interval_s: float) -> None:
-        while True:
+        # Checks the flag too: a cancel that lands inside a Redis call can be swallowed there.
+        while not self._closing:
             try:
                 await step()
             except asyncio.CancelledError:
@@ -170,7 +174,7 @@ class WorkerRuntime:
                 await asyncio.to_thread(self.enqueue, job_id)
 
     async def _listen_for_cancels(self) -> None:
-        while True:
+        while not self._closing:
             pubsub = self._services.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.keys.cancel_channel)
