@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     # Tokens are written as soon as the previous write returned; this extra wait (0 = none)
     # lets more tokens share one write. A lone token is never held back longer than this.
     flush_window_ms: float = 0.0
+    # Adds `ts` (production time, Unix seconds) to token events: for measuring delivery lag.
+    event_timestamps: bool = False
 
     @field_validator("models", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,7 @@ from tokenrelay.runner import Event
 log = logging.getLogger("tokenrelay.worker.publisher")
 
 RETRY_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
-MERGE_KEYS_IGNORED = ("text", "index", "count")
+MERGE_KEYS_IGNORED = ("text", "index", "count", "ts")
 
 
 def _mergeable(pending: Event, new: Event) -> bool:
@@ -66,6 +67,9 @@ class JobStream:
     def emit(self, event: Event) -> None:
         if self.lost_reason:
             return
+        if self.publisher.event_timestamps and event.type == protocol.TOKEN:
+            # Production time of the (first) token, for measuring delivery lag end to end.
+            event = Event(event.type, {**event.data, "ts": time.time()})
         if self.pending and _mergeable(self.pending[-1], event):
             self.pending[-1] = _merge(self.pending[-1], event)
         else:
@@ -103,8 +107,10 @@ class JobStream:
 
 
 class StreamPublisher:
-    def __init__(self, redis: Redis, keys: Keys, *, running_ttl_s: int, flush_window_ms: float = 0.0) -> None:
+    def __init__(self, redis: Redis, keys: Keys, *, running_ttl_s: int, flush_window_ms: float = 0.0,
+                 event_timestamps: bool = False) -> None:
         self.redis = redis
+        self.event_timestamps = event_timestamps
         self.keys = keys
         self.running_ttl_s = running_ttl_s
         self.flush_window_s = flush_window_ms / 1000.0

@@ -109,6 +109,7 @@ class WorkerRuntime:
             self.keys,
             running_ttl_s=int(settings.job_timeout_s + settings.retention_s),
             flush_window_ms=settings.flush_window_ms,
+            event_timestamps=settings.event_timestamps,
         )
         self._services = JobServices(settings, redis, self.keys, JobScripts(redis, self.keys), publisher)
         self._heartbeat_script = redis.register_script(HEARTBEAT_SCRIPT)

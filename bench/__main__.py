@@ -1,0 +1,122 @@
+"""`python -m bench [--quick] [--chart FILE]`: tokenrelay against `direct` and `naive relay`, side by side.
+
+Prints a table per scenario and, as its last line, one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import resource
+import sys
+import time
+from datetime import datetime, timezone
+
+from . import scenarios
+from .procs import Direct, Naive, TokenRelay
+
+WORKERS = 2  # worker processes on each side that has workers (a 2-core machine)
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def _run(make, plan: list[tuple[str, object]], sizes: scenarios.Sizes, results: dict) -> None:
+    impl = make()
+    try:
+        for name, scenario in plan:
+            _log(f"  {impl.name}: {name}")
+            await asyncio.sleep(0.5)
+            try:
+                results.setdefault(name, {})[impl.name] = await scenario(impl, sizes)
+            except Exception as exc:  # noqa: BLE001 - a baseline that breaks is a result too
+                results.setdefault(name, {})[impl.name] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+    finally:
+        impl.stop()
+
+
+async def _sweep(make, scenario, field: str, values: list[int], sizes: scenarios.Sizes) -> list[dict]:
+    impl = make()
+    points = []
+    try:
+        for value in values:
+            setattr(sizes, field, value)
+            _log(f"  {impl.name}: {scenario.__name__} at {value}")
+            points.append({"concurrency": value, **await scenario(impl, sizes)})
+    finally:
+        impl.stop()
+    return points
+
+
+def _table(results: dict) -> str:
+    lines = []
+    for scenario, by_impl in results.items():
+        if scenario == "sweeps":
+            continue
+        lines.append(f"\n{scenario}")
+        for impl, figures in by_impl.items():
+            shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
+            lines.append(f"  {impl:<11} {shown}")
+    return "\n".join(lines)
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: under a minute")
+    parser.add_argument("--chart", help="also sweep concurrency and draw tokens/s and lag to this PNG")
+    args = parser.parse_args(argv)
+    _raise_fd_limit()
+    sizes = scenarios.Sizes.quick() if args.quick else scenarios.Sizes()
+    concurrency = max(sizes.latency_jobs, sizes.throughput_jobs) // WORKERS + 50
+    tokenrelay = lambda: TokenRelay(WORKERS, concurrency)  # noqa: E731
+    naive = lambda: Naive(WORKERS, concurrency)  # noqa: E731
+    started = time.monotonic()
+    results: dict = {}
+    _log("tokenrelay")
+    await _run(tokenrelay, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
+                            ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token),
+                            ("5_idle_readers", scenarios.idle_readers)], sizes, results)
+    _log("direct")
+    await _run(Direct, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
+                        ("4_first_token", scenarios.first_token)], sizes, results)
+    _log("naive relay")
+    await _run(naive, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
+                       ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token)], sizes, results)
+    direct = results["1_throughput"].get("direct", {}).get("tokens_per_s")
+    ours = results["1_throughput"]["tokenrelay"].get("tokens_per_s")
+    results["1_throughput"]["tokenrelay"]["ratio_to_direct"] = ours / direct if ours and direct else float("nan")
+    if args.chart:
+        from .chart import draw
+
+        sweeps = {}
+        for name, make in (("tokenrelay", tokenrelay), ("direct", Direct), ("naive", naive)):
+            _log(f"sweep {name}")
+            sweeps[name] = {
+                "throughput": await _sweep(make, scenarios.throughput, "throughput_jobs", [1, 8, 32, 64],
+                                           scenarios.Sizes.quick() if args.quick else scenarios.Sizes()),
+                "latency": await _sweep(make, scenarios.latency, "latency_jobs", [100, 300, 1000],
+                                        scenarios.Sizes.quick() if args.quick else scenarios.Sizes()),
+            }
+        results["sweeps"] = sweeps
+        draw(sweeps, args.chart)
+    results["meta"] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
+        "quick": args.quick,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    print(_table({k: v for k, v in results.items() if k != "meta"}))
+    print(json.dumps(results, default=lambda o: None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

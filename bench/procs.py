@@ -1,0 +1,170 @@
+"""The processes a benchmark run starts (servers, workers, gateways), and what /proc says about them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from tokenrelay.embedded import EmbeddedServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+LOG_DIR = Path(tempfile.gettempdir()) / "tokenrelay-bench-logs"
+
+
+class Proc:
+    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        LOG_DIR.mkdir(exist_ok=True)
+        self.name = name
+        self.log = open(LOG_DIR / f"{name}.log", "wb")
+        self.popen = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait()
+        self.log.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def tcp_connections_to(pid: int, port: int) -> int:
+    """Established TCP connections of process `pid` whose remote port is `port`."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            parts = line.split()
+            remote_port = int(parts[2].rsplit(":", 1)[1], 16)
+            if remote_port == port and parts[3] == "01" and parts[9] in inodes:
+                count += 1
+    return count
+
+
+def wait_http(url: str, timeout_s: float = 30.0, check=lambda r: r.status_code == 200) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if check(httpx.get(url, timeout=1)):
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _uvicorn(target: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "--factory", target, "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "warning", "--no-access-log", "--backlog", "16384"]
+
+
+class Implementation:
+    """One side of the comparison: its processes, where to reach it, and who to bill CPU to."""
+
+    name = ""
+    port = 0
+    processes: list[Proc]
+    redis: EmbeddedServer | None = None
+
+    def pids(self) -> list[int]:
+        pids = [p.pid for p in self.processes]
+        if self.redis is not None and self.redis.process is not None:
+            pids.append(self.redis.process.pid)
+        return pids
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids())
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+
+class TokenRelay(Implementation):
+    name = "tokenrelay"
+
+    def __init__(self, workers: int, concurrency: int) -> None:
+        self.redis = EmbeddedServer(extra_args=["--maxclients", "20000"]).start()
+        env = _env(TOKENRELAY_REDIS_URL=self.redis.url, TOKENRELAY_EVENT_TIMESTAMPS="1",
+                   TOKENRELAY_WORKER_CONCURRENCY=str(concurrency), TOKENRELAY_MAX_TOKENS_LIMIT="100000")
+        self.port = free_port()
+        self.processes = [
+            Proc(f"tokenrelay-worker{i}", [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "warning",
+                                           "-n", f"bench{i}@%h", "--without-mingle", "--without-gossip"], env)
+            for i in range(workers)
+        ]
+        self.gateway = Proc("tokenrelay-gateway", _uvicorn("api.app:app_from_env", self.port), env)
+        self.processes.append(self.gateway)
+        wait_http(f"http://127.0.0.1:{self.port}/ready", 60,
+                  lambda r: r.status_code == 200 and r.json()["workers"] >= workers)
+
+
+class Direct(Implementation):
+    name = "direct"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.gateway = Proc("direct", _uvicorn("bench.direct_app:create_app", self.port), _env())
+        self.processes = [self.gateway]
+        wait_http(f"http://127.0.0.1:{self.port}/docs", 60)
+
+
+class Naive(Implementation):
+    name = "naive"
+
+    def __init__(self, workers: int, concurrency: int) -> None:
+        self.redis = EmbeddedServer(extra_args=["--maxclients", "20000"]).start()
+        env = _env(NAIVE_REDIS_URL=self.redis.url)
+        self.port = free_port()
+        self.processes = [
+            Proc(f"naive-worker{i}", [sys.executable, "-m", "celery", "-A", "bench.naive", "worker", "-l", "warning",
+                                      "--pool", "threads", "-c", str(concurrency), "-n", f"naive{i}@%h",
+                                      "--without-mingle", "--without-gossip"], env)
+            for i in range(workers)
+        ]
+        self.gateway = Proc("naive-gateway", _uvicorn("bench.naive:create_gateway", self.port), env)
+        self.processes.append(self.gateway)
+        wait_http(f"http://127.0.0.1:{self.port}/docs", 60)
+        time.sleep(2)  # the workers have no readiness endpoint; give them time to consume

@@ -1,0 +1,177 @@
+"""The benchmark's scenarios, each run against every implementation it applies to."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+
+import redis
+
+from . import load
+from .procs import Direct, Implementation, Naive, TokenRelay, rss_bytes, tcp_connections_to
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Sizes:
+    throughput_jobs: int = 64
+    throughput_tokens: int = 2000
+    latency_jobs: int = 1000
+    latency_tokens: int = 50
+    fanout_readers: int = 1000
+    fanout_tokens: int = 100
+    ttft_jobs: int = 200
+    idle_streams: int = 10_000
+    idle_jobs: int = 100
+
+    @classmethod
+    def quick(cls) -> "Sizes":
+        return cls(throughput_jobs=32, throughput_tokens=1000, latency_jobs=200, latency_tokens=30,
+                   fanout_readers=200, fanout_tokens=50, ttft_jobs=50, idle_streams=1000, idle_jobs=20)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+# -- how each implementation runs one job with one reader ----------------------------------------------
+
+async def submit_and_read(impl: Implementation, tokens: int, tps: float) -> load.Reading:
+    if isinstance(impl, TokenRelay):
+        status, job = await load.post_json(HOST, impl.port, "/v1/jobs", {
+            "model": "demo", "prompt": "bench", "params": {"max_tokens": tokens, "tokens_per_second": tps}})
+        if status != 202:
+            raise RuntimeError(f"submit: HTTP {status} {job}")
+        return await load.read_sse(HOST, impl.port, f"/v1/jobs/{job['id']}/stream")
+    path = "/stream" if isinstance(impl, Direct) else "/run"
+    return await load.read_sse(HOST, impl.port, f"{path}?max_tokens={tokens}&tps={tps}")
+
+
+# -- 1. throughput ------------------------------------------------------------------------------------
+
+async def throughput(impl: Implementation, sizes: Sizes) -> dict:
+    cpu_before = impl.cpu()
+    started = time.time()
+    readings = await asyncio.gather(*(submit_and_read(impl, sizes.throughput_tokens, 0)
+                                      for _ in range(sizes.throughput_jobs)))
+    wall = max(r.ended_at or time.time() for r in readings) - started
+    tokens = sum(r.tokens for r in readings)
+    cpu = impl.cpu() - cpu_before
+    return {
+        "tokens_per_s": tokens / wall,
+        "wall_s": wall,
+        "tokens": tokens,
+        "complete_jobs": sum(r.tokens == sizes.throughput_tokens and r.end_status == "succeeded" for r in readings),
+        "events_per_token": sum(r.events for r in readings) / max(tokens, 1),
+        "cpu_us_per_token": cpu / max(tokens, 1) * 1e6,
+    }
+
+
+# -- 2. latency under load ----------------------------------------------------------------------------
+
+async def latency(impl: Implementation, sizes: Sizes) -> dict:
+    readings = await asyncio.gather(*(submit_and_read(impl, sizes.latency_tokens, 10)
+                                      for _ in range(sizes.latency_jobs)), return_exceptions=True)
+    ok = [r for r in readings if isinstance(r, load.Reading)]
+    lags = [lag for r in ok for lag in r.lags_s]
+    return {
+        "lag_p50_ms": percentile(lags, 0.5) * 1000,
+        "lag_p99_ms": percentile(lags, 0.99) * 1000,
+        "lag_max_ms": max(lags) * 1000 if lags else float("nan"),
+        "jobs_complete": sum(r.tokens == sizes.latency_tokens for r in ok),
+        "jobs": sizes.latency_jobs,
+    }
+
+
+# -- 3. fan-out ---------------------------------------------------------------------------------------
+
+def _commands(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return sum(stats["calls"] for stats in client.info("commandstats").values())
+    finally:
+        client.close()
+
+
+async def fanout(impl: Implementation, sizes: Sizes) -> dict:
+    tps, tokens = 50, sizes.fanout_tokens
+    if isinstance(impl, TokenRelay):
+        status, job = await load.post_json(HOST, impl.port, "/v1/jobs", {
+            "model": "demo", "prompt": "bench", "params": {"max_tokens": tokens, "tokens_per_second": tps}})
+        path = f"/v1/jobs/{job['id']}/stream"
+    else:
+        job_id = f"fanout{time.monotonic_ns()}"
+        path = f"/stream/{job_id}"
+    commands_before = _commands(impl.redis.url)
+    connected = [asyncio.Event() for _ in range(sizes.fanout_readers)]
+    readers = [asyncio.create_task(load.read_sse(HOST, impl.port, path, connected=c)) for c in connected]
+    await asyncio.gather(*(c.wait() for c in connected))
+    if isinstance(impl, Naive):
+        await asyncio.sleep(0.5)  # let every subscription land before the job starts
+        await load.request(HOST, impl.port, "POST", f"/jobs/{job_id}?max_tokens={tokens}&tps={tps}", b"")
+    readings = await asyncio.gather(*readers)
+    commands = _commands(impl.redis.url) - commands_before
+    lags = [lag for r in readings for lag in r.lags_s]
+    return {
+        "lag_p50_ms": percentile(lags, 0.5) * 1000,
+        "lag_p99_ms": percentile(lags, 0.99) * 1000,
+        "redis_commands_per_token": commands / tokens,
+        "readers_complete": sum(r.tokens == tokens for r in readings),
+        "readers": sizes.fanout_readers,
+    }
+
+
+# -- 4. time to first token ---------------------------------------------------------------------------
+
+async def first_token(impl: Implementation, sizes: Sizes) -> dict:
+    overheads = []
+    for _ in range(sizes.ttft_jobs):
+        started = time.time()
+        reading = await submit_and_read(impl, 1, 0)  # tps 0: the model's own first-token delay is 0
+        overheads.append(reading.first_token_at - started)
+    return {"ttft_p50_ms": percentile(overheads, 0.5) * 1000, "ttft_p99_ms": percentile(overheads, 0.99) * 1000}
+
+
+# -- 5. idle readers ----------------------------------------------------------------------------------
+
+async def idle_readers(impl: TokenRelay, sizes: Sizes) -> dict:
+    """Open streams of queued jobs (no worker takes them: they are on a queue nobody consumes)."""
+    for process in impl.processes:
+        if process is not impl.gateway:
+            process.stop()
+    jobs = []
+    for _ in range(sizes.idle_jobs):
+        _, job = await load.post_json(HOST, impl.port, "/v1/jobs", {"model": "demo", "prompt": "idle"})
+        jobs.append(job["id"])
+    await asyncio.sleep(0.5)
+    rss_before = rss_bytes(impl.gateway.pid)
+    connected = [asyncio.Event() for _ in range(sizes.idle_streams)]
+    tasks = []
+    for index, event in enumerate(connected):
+        path = f"/v1/jobs/{jobs[index % len(jobs)]}/stream"
+        tasks.append(asyncio.create_task(load.read_sse(HOST, impl.port, path, connected=event)))
+        if index % 500 == 499:
+            await asyncio.gather(*(c.wait() for c in connected[: index + 1]))
+    await asyncio.gather(*(c.wait() for c in connected))
+    await asyncio.sleep(1.0)
+    rss_after = rss_bytes(impl.gateway.pid)
+    connections = tcp_connections_to(impl.gateway.pid, impl.redis.port)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "streams": sizes.idle_streams,
+        "gateway_kb_per_stream": (rss_after - rss_before) / sizes.idle_streams / 1024,
+        "gateway_redis_connections": connections,
+    }
+
+
+def median_of(runs: list[dict]) -> dict:
+    keys = runs[0].keys()
+    return {key: statistics.median(run[key] for run in runs) for key in keys}
