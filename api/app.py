@@ -13,7 +13,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from tokenrelay.protocol import Keys
 from tokenrelay.settings import Settings
 from tokenrelay.store import JobScripts
-from worker.celery_app import create_celery_app, enqueue_job
+from worker.celery_app import TaskSender, create_celery_app
 
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
         state = app.state
         state.settings, state.keys, state.redis, state.relay = settings, keys, redis, relay
         state.scripts = JobScripts(redis, keys)
-        state.enqueue = lambda job_id: enqueue_job(celery_app, job_id)
+        state.tasks = TaskSender(celery_app)
         try:
             await _warm(redis, settings.redis_pool_size)
         except Exception as exc:  # noqa: BLE001 - start anyway; /ready reports Redis as down
@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
             await relay.stop()
             await reader_redis.aclose()
             await redis.aclose()
+            await asyncio.to_thread(state.tasks.close)
             await asyncio.to_thread(celery_app.close)
 
     app = FastAPI(

@@ -206,7 +206,8 @@ class Relay:
     async def _live(self, reader: Reader, last: EventId | None) -> AsyncIterator[bytes]:
         while True:
             try:
-                await asyncio.wait_for(reader.wake.wait(), self.keepalive_s)
+                async with asyncio.timeout(self.keepalive_s):  # unlike wait_for, no task per wait
+                    await reader.wake.wait()
             except TimeoutError:
                 yield protocol.KEEPALIVE_FRAME
                 continue

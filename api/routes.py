@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -76,7 +75,24 @@ def _check_limits(body: JobRequest, request: Request) -> list[dict[str, str]]:
     return messages
 
 
-@router.post("/v1/jobs", status_code=202, response_model=JobCreated, responses=_responses(400, 413, 503),
+SSE_RESPONSE = {"content": {"text/event-stream": {}}, "description": "Server-Sent Events: metadata, token, "
+                "reset, error, end. Each has an id; resume with Last-Event-ID."}
+
+
+def _sse_response(request: Request, job_id: str, after: EventId | None, headers: dict[str, str] | None = None):
+    relay = request.app.state.relay
+
+    async def frames():
+        yield SSE_RETRY_FRAME
+        async for chunk in relay.follow(job_id, after):
+            yield chunk
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
+
+
+@router.post("/v1/jobs", status_code=202, response_model=JobCreated,
+             responses={200: {**SSE_RESPONSE, "description": "With `stream: true`: " + SSE_RESPONSE["description"]},
+                        **_responses(400, 413, 503)},
              summary="Submit a job")
 async def submit_job(body: JobRequest, request: Request, response: Response) -> JobCreated:
     state = request.app.state
@@ -87,11 +103,13 @@ async def submit_job(body: JobRequest, request: Request, response: Response) -> 
     record = await create_job(state.redis, state.keys, job_id=job_id, model=body.model, request=request_doc,
                               metadata=body.metadata, ttl_s=ttl_s)
     try:
-        await anyio.to_thread.run_sync(state.enqueue, job_id)
+        await state.tasks.send(job_id)
     except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep no orphan record
         log.warning("could not enqueue job %s: %s", job_id, exc)
         await delete_job(state.redis, state.keys, job_id)
         raise ServiceUnavailable("the job queue is unavailable; retry shortly") from None
+    if body.stream:  # one round trip: the submitter reads the stream from its first event
+        return _sse_response(request, job_id, None, {"Location": f"/v1/jobs/{job_id}", "X-Tokenrelay-Job-Id": job_id})
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     return JobCreated(id=job_id, status="queued", model=body.model, created_at=record.created_at,
                       stream_url=_stream_url(job_id), metadata=body.metadata)
@@ -105,11 +123,7 @@ async def get_job(job_id: str, request: Request) -> JobView:
 
 @router.get(
     "/v1/jobs/{job_id}/stream",
-    responses={
-        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events: metadata, token, reset, "
-              "error, end. Each has an id; resume with Last-Event-ID."},
-        **_responses(400, 404, 503),
-    },
+    responses={200: SSE_RESPONSE, **_responses(400, 404, 503)},
     summary="Stream a job's events (SSE)",
 )
 async def stream_job(
@@ -127,13 +141,7 @@ async def stream_job(
         key = state.keys.events(job_id)
         if not await state.redis.xrange(key, str(after), str(after), count=1):
             raise InvalidEventId(raw_after, "names no event of this job")
-
-    async def frames():
-        yield SSE_RETRY_FRAME
-        async for chunk in state.relay.follow(job_id, after):
-            yield chunk
-
-    return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return _sse_response(request, job_id, after)
 
 
 @router.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=CancelResult,

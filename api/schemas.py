@@ -38,6 +38,8 @@ class JobRequest(BaseModel):
     prompt: str | None = Field(default=None, min_length=1, description="Shorthand for one user message.")
     params: GenerationParams = Field(default_factory=GenerationParams)
     metadata: dict[str, Any] = Field(default_factory=dict, description="Echoed back, never interpreted.")
+    stream: bool = Field(default=False, description="Answer with the job's event stream (200, SSE) instead of "
+                         "202 JSON; the job id is in the X-Tokenrelay-Job-Id and Location headers.")
 
     @model_validator(mode="after")
     def _one_input(self) -> "JobRequest":

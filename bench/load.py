@@ -47,13 +47,19 @@ async def post_json(host: str, port: int, path: str, payload: dict) -> tuple[int
     return status, json.loads(data) if data else {}
 
 
-async def read_sse(host: str, port: int, path: str, *, keep_ids: bool = False,
+async def read_sse(host: str, port: int, path: str, *, body: dict | None = None, keep_ids: bool = False,
                    connected: asyncio.Event | None = None) -> Reading:
-    """Follow one SSE response to its end; tokens' lag is measured against their `ts` stamp."""
+    """Follow one SSE response (of a GET, or of a POST of `body`) to its end; tokens' lag is measured
+    against their `ts` stamp."""
     reading = Reading()
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        writer.write(_head("GET", path, None, {"accept": "text/event-stream"}))
+        if body is None:
+            writer.write(_head("GET", path, None, {"accept": "text/event-stream"}))
+        else:
+            data = json.dumps(body).encode()
+            writer.write(_head("POST", path, data, {"accept": "text/event-stream",
+                                                    "content-type": "application/json"}) + data)
         status, headers = await _read_head(reader)
         if connected is not None:
             connected.set()

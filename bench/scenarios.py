@@ -43,12 +43,10 @@ def percentile(values: list[float], q: float) -> float:
 # -- how each implementation runs one job with one reader ----------------------------------------------
 
 async def submit_and_read(impl: Implementation, tokens: int, tps: float) -> load.Reading:
-    if isinstance(impl, TokenRelay):
-        status, job = await load.post_json(HOST, impl.port, "/v1/jobs", {
-            "model": "demo", "prompt": "bench", "params": {"max_tokens": tokens, "tokens_per_second": tps}})
-        if status != 202:
-            raise RuntimeError(f"submit: HTTP {status} {job}")
-        return await load.read_sse(HOST, impl.port, f"/v1/jobs/{job['id']}/stream")
+    if isinstance(impl, TokenRelay):  # submit and read in one request (`stream: true`)
+        body = {"model": "demo", "prompt": "bench", "stream": True,
+                "params": {"max_tokens": tokens, "tokens_per_second": tps}}
+        return await load.read_sse(HOST, impl.port, "/v1/jobs", body=body)
     path = "/stream" if isinstance(impl, Direct) else "/run"
     return await load.read_sse(HOST, impl.port, f"{path}?max_tokens={tokens}&tps={tps}")
 

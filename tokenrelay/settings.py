@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     client_buffer_events: int = 2_000
     reader_block_ms: int = 5_000
     history_batch: int = 1_000
-    redis_pool_size: int = 6
+    redis_pool_size: int = 5
 
     # Worker.
     worker_concurrency: int = 200

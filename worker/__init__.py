@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .celery_app import TASK_NAME, create_celery_app, enqueue_job
+from .celery_app import TASK_NAME, TaskSender, create_celery_app, enqueue_job
 
-__all__ = ["TASK_NAME", "create_celery_app", "enqueue_job"]
+__all__ = ["TASK_NAME", "TaskSender", "create_celery_app", "enqueue_job"]
 
 _default_app = None
 

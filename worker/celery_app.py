@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from celery import Celery, signals
 from redis.exceptions import RedisError
@@ -70,9 +72,47 @@ def create_celery_app(settings: Settings) -> Celery:
     return app
 
 
-def enqueue_job(app: Celery, job_id: str) -> None:
+def enqueue_job(app: Celery, job_id: str, producer=None) -> None:
     settings: Settings = app.tokenrelay_settings
-    app.send_task(TASK_NAME, args=[job_id], queue=settings.queue_name)
+    app.send_task(TASK_NAME, args=[job_id], queue=settings.queue_name, producer=producer)
+
+
+class TaskSender:
+    """Sends job tasks from one thread holding one producer.
+
+    Kombu producers are not thread-safe, and Celery builds per-thread state (a result backend,
+    broker connections) in every new thread that sends: a pool of sender threads costs imports
+    and connections under a burst of submits, and starves the event loop of the GIL meanwhile.
+    """
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenrelay-send")
+        self._producer = None
+
+    def _send(self, job_id: str) -> None:
+        if self._producer is None:
+            self._producer = self.app.producer_pool.acquire(block=True)
+        try:
+            enqueue_job(self.app, job_id, self._producer)
+        except Exception:
+            self._drop_producer()
+            raise
+
+    def _drop_producer(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.release()
+            except Exception:  # noqa: BLE001 - a broken producer is being thrown away
+                pass
+            self._producer = None
+
+    async def send(self, job_id: str) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._send, job_id)
+
+    def close(self) -> None:
+        self._executor.submit(self._drop_producer).result()
+        self._executor.shutdown()
 
 
 class _RuntimeHolder:
