@@ -192,3 +192,20 @@ def test_a_hundred_concurrent_jobs_all_complete_with_every_token(gateway_url: st
     for events in asyncio.run(scenario()):
         assert token_indexes(events) == list(range(50))
         assert events[-1].event == "end" and events[-1].data["status"] == "succeeded"
+
+
+def test_submit_with_stream_true_answers_with_the_event_stream(gateway_url: str, client: Client):
+    body = {"model": "demo", "prompt": "one round trip", "stream": True,
+            "params": {"max_tokens": 12, "tokens_per_second": 0}}
+    with httpx.stream("POST", f"{gateway_url}/v1/jobs", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        job_id = response.headers["x-tokenrelay-job-id"]
+        assert response.headers["location"] == f"/v1/jobs/{job_id}"
+        from tokenrelay.sse import SSEParser
+
+        parser = SSEParser()
+        events = [event for text in response.iter_text() for event in parser.feed(text)]
+    assert events[0].event == "metadata" and events[-1].event == "end"
+    assert token_indexes(events) == list(range(12))
+    assert signature(list(client.stream(job_id))) == signature(events)
