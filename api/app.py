@@ -22,7 +22,8 @@ from .routes import router
 
 log = logging.getLogger("tokenrelay.gateway")
 
-POOL_WAIT_S = 5.0
+# Under a burst, requests wait for a connection rather than fail: the pool is small on purpose.
+POOL_WAIT_S = 30.0
 
 
 def _redis_pool(settings: Settings) -> Redis:

@@ -23,6 +23,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tokenrelay import protocol
 from tokenrelay.protocol import EventId, Keys
@@ -30,6 +32,7 @@ from tokenrelay.protocol import EventId, Keys
 log = logging.getLogger("tokenrelay.gateway.relay")
 
 END_EVENT = b"end"
+HISTORY_RETRY_DELAYS_S = (0.1, 0.5, 1.0)
 WAKE_STREAM_TTL_S = 3600
 
 
@@ -97,6 +100,8 @@ class Relay:
         self.hubs: dict[bytes, Hub] = {}
         self.wake_key = f"{keys.prefix}:gateway:{uuid.uuid4().hex}:wake".encode()
         self._wake_position = b"0-0"
+        self._reading: set[bytes] = set()  # the keys of the XREAD in flight
+        self._wake_sent = False
         self._task: asyncio.Task | None = None
         self.reads = 0
 
@@ -123,6 +128,7 @@ class Relay:
             streams = {hub.key: str(hub.position or EventId(0, 0)) for hub in self.hubs.values()
                        if hub.live and not hub.done}
             streams[self.wake_key] = self._wake_position
+            self._reading, self._wake_sent = set(streams), False
             try:
                 response = await self.reader_redis.xread(streams, count=self.history_batch, block=self.block_ms)
             except asyncio.CancelledError:
@@ -140,7 +146,11 @@ class Relay:
                 if hub is not None and hub.live and not hub.done:
                     hub.deliver(entries)
 
-    async def _wake(self) -> None:
+    async def _wake(self, key: bytes) -> None:
+        """Make the shared reader include `key` now; at most one wake-up per read in flight."""
+        if key in self._reading or self._wake_sent:
+            return
+        self._wake_sent = True
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(self.wake_key, {"w": "1"}, maxlen=16, approximate=True)
             pipe.expire(self.wake_key, WAKE_STREAM_TTL_S)
@@ -148,18 +158,20 @@ class Relay:
 
     # -- one client ------------------------------------------------------------------------------------
 
-    async def follow(self, job_id: str, after: EventId | None) -> AsyncIterator[bytes]:
+    async def follow(self, job_id: str, after: EventId | None, *, fresh: bool = False) -> AsyncIterator[bytes]:
         """SSE frames of a job after `after` (from the start if None), ending after `end`.
 
+        `fresh`: the job was just created here and has no events yet, so there is no history to read.
         Ends early, without `end`, if the client falls too far behind; it then resumes by id.
         """
         key = self.keys.events(job_id).encode()
         last = after
         # 1. History, straight from Redis.
-        async for frames, last, ended in self._history(key, last, None):
-            yield frames
-            if ended:
-                return
+        if not fresh:
+            async for frames, last, ended in self._history(key, last, None):
+                yield frames
+                if ended:
+                    return
         # 2. Join the hub; read the gap between our history and the hub's position.
         reader = Reader(self.client_buffer_events)
         hub = self.hubs.get(key)
@@ -169,7 +181,7 @@ class Relay:
         try:
             if not hub.live:
                 hub.live, hub.position = True, last
-                await self._wake()
+                await self._wake(key)
             elif hub.position is not None and (last is None or hub.position > last):
                 async for frames, last, ended in self._history(key, last, hub.position):
                     yield frames
@@ -187,7 +199,7 @@ class Relay:
         start = "-" if after is None else f"({after}"
         end = "+" if until is None else str(until)
         while True:
-            entries = await self.redis.xrange(key, start, end, count=self.history_batch)
+            entries = await self._xrange(key, start, end)
             if not entries:
                 return
             frames, last, ended = [], after, False
@@ -202,6 +214,16 @@ class Relay:
             if ended or len(entries) < self.history_batch:
                 return
             start = f"({last}"
+
+    async def _xrange(self, key: bytes, start: str, end: str) -> list:
+        for delay in (*HISTORY_RETRY_DELAYS_S, None):
+            try:
+                return await self.redis.xrange(key, start, end, count=self.history_batch)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if delay is None:
+                    raise
+                log.warning("history read failed, retrying: %s", exc)
+                await asyncio.sleep(delay)
 
     async def _live(self, reader: Reader, last: EventId | None) -> AsyncIterator[bytes]:
         while True:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from redis.exceptions import RedisError
 
 from tokenrelay import protocol
 from tokenrelay.errors import InvalidEventId, InvalidRequest, JobNotFound, ServiceUnavailable
@@ -79,13 +80,18 @@ SSE_RESPONSE = {"content": {"text/event-stream": {}}, "description": "Server-Sen
                 "reset, error, end. Each has an id; resume with Last-Event-ID."}
 
 
-def _sse_response(request: Request, job_id: str, after: EventId | None, headers: dict[str, str] | None = None):
+def _sse_response(request: Request, job_id: str, after: EventId | None, headers: dict[str, str] | None = None,
+                  *, fresh: bool = False):
     relay = request.app.state.relay
 
     async def frames():
         yield SSE_RETRY_FRAME
-        async for chunk in relay.follow(job_id, after):
-            yield chunk
+        try:
+            async for chunk in relay.follow(job_id, after, fresh=fresh):
+                yield chunk
+        except RedisError as exc:
+            # End the response cleanly, without `end`: the client resumes from its last event id.
+            log.warning("stream of job %s cut short: %s", job_id, type(exc).__name__)
 
     return StreamingResponse(frames(), media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
 
@@ -109,7 +115,8 @@ async def submit_job(body: JobRequest, request: Request, response: Response) -> 
         await delete_job(state.redis, state.keys, job_id)
         raise ServiceUnavailable("the job queue is unavailable; retry shortly") from None
     if body.stream:  # one round trip: the submitter reads the stream from its first event
-        return _sse_response(request, job_id, None, {"Location": f"/v1/jobs/{job_id}", "X-Tokenrelay-Job-Id": job_id})
+        return _sse_response(request, job_id, None, {"Location": f"/v1/jobs/{job_id}", "X-Tokenrelay-Job-Id": job_id},
+                             fresh=True)
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     return JobCreated(id=job_id, status="queued", model=body.model, created_at=record.created_at,
                       stream_url=_stream_url(job_id), metadata=body.metadata)

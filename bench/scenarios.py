@@ -97,29 +97,38 @@ def _commands(url: str) -> int:
         client.close()
 
 
-async def fanout(impl: Implementation, sizes: Sizes) -> dict:
-    tps, tokens = 50, sizes.fanout_tokens
+async def _fanout_once(impl: Implementation, readers: int, tokens: int, tps: float) -> tuple[list, int]:
     if isinstance(impl, TokenRelay):
         status, job = await load.post_json(HOST, impl.port, "/v1/jobs", {
             "model": "demo", "prompt": "bench", "params": {"max_tokens": tokens, "tokens_per_second": tps}})
         path = f"/v1/jobs/{job['id']}/stream"
+        commands_before = _commands(impl.redis.url)
     else:
         job_id = f"fanout{time.monotonic_ns()}"
         path = f"/stream/{job_id}"
-    commands_before = _commands(impl.redis.url)
-    connected = [asyncio.Event() for _ in range(sizes.fanout_readers)]
-    readers = [asyncio.create_task(load.read_sse(HOST, impl.port, path, connected=c)) for c in connected]
+        commands_before = _commands(impl.redis.url)
+    connected = [asyncio.Event() for _ in range(readers)]
+    tasks = [asyncio.create_task(load.read_sse(HOST, impl.port, path, connected=c)) for c in connected]
     await asyncio.gather(*(c.wait() for c in connected))
     if isinstance(impl, Naive):
         await asyncio.sleep(0.5)  # let every subscription land before the job starts
         await load.request(HOST, impl.port, "POST", f"/jobs/{job_id}?max_tokens={tokens}&tps={tps}", b"")
-    readings = await asyncio.gather(*readers)
-    commands = _commands(impl.redis.url) - commands_before
+    readings = await asyncio.gather(*tasks)
+    return readings, _commands(impl.redis.url) - commands_before
+
+
+async def fanout(impl: Implementation, sizes: Sizes) -> dict:
+    """One job, many readers. Redis commands = a * tokens + b * readers: a run with one reader gives a."""
+    tps, tokens = 50, sizes.fanout_tokens
+    _, commands_alone = await _fanout_once(impl, 1, tokens, tps)
+    readings, commands = await _fanout_once(impl, sizes.fanout_readers, tokens, tps)
     lags = [lag for r in readings for lag in r.lags_s]
     return {
         "lag_p50_ms": percentile(lags, 0.5) * 1000,
         "lag_p99_ms": percentile(lags, 0.99) * 1000,
+        "redis_commands_per_token_1_reader": commands_alone / tokens,
         "redis_commands_per_token": commands / tokens,
+        "redis_commands_per_added_reader": (commands - commands_alone) / max(sizes.fanout_readers - 1, 1),
         "readers_complete": sum(r.tokens == tokens for r in readings),
         "readers": sizes.fanout_readers,
     }

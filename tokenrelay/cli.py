@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run a Celery worker in this process")
     worker.add_argument("--concurrency", "-c", type=_positive_int, default=None,
-                        help="threads (default: TOKENRELAY_WORKER_CONCURRENCY, 200)")
+                        help="threads (default: TOKENRELAY_WORKER_CONCURRENCY, 500)")
     worker.add_argument("--loglevel", "-l", default="info")
     worker.add_argument("--hostname", "-n", default=None, help="node name, e.g. worker1@%%h (default celery@%%h)")
     worker.set_defaults(handler=_cmd_worker)

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     redis_pool_size: int = 5
 
     # Worker.
-    worker_concurrency: int = 200
+    worker_concurrency: int = 500
     # A running job's lease; a worker that stops renewing it for this long is presumed lost.
     lease_ttl_s: float = 10.0
     reaper_interval_s: float = 1.0
