@@ -167,7 +167,8 @@ class Relay:
         last = after
         # 1. History, straight from Redis.
         async for frames, last, ended in self._history(key, last, None, stream_filter):
-            yield frames
+            if frames:  # a filter may leave a batch empty; `last` still moves past it
+                yield frames
             if ended:
                 return
         # 2. Join the hub; read the gap between our history and the hub's position.
@@ -183,7 +184,8 @@ class Relay:
                 await self._wake()
             elif hub.position is not None and (last is None or hub.position > last):
                 async for frames, last, ended in self._history(key, last, hub.position, stream_filter):
-                    yield frames
+                    if frames:
+                        yield frames
                     if ended:
                         return
             # 3. Live.
@@ -212,8 +214,7 @@ class Relay:
                     ended = True
                     break
             after = last
-            if frames or ended:
-                yield b"".join(frames), last, ended
+            yield b"".join(frames), last, ended
             if ended or len(entries) < self.history_batch:
                 return
             start = f"({last}"
