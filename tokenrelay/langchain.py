@@ -1,7 +1,8 @@
 """`RelayChatModel`: a LangChain chat model whose calls run as jobs on a tokenrelay worker fleet.
 
 `invoke`, `stream`, `astream` and `astream_events` submit a job to a gateway and yield its tokens as
-they arrive, so existing LangChain code moves to the workers by changing the model line.
+they arrive, so existing LangChain code moves to the workers by changing the model line. Each message's
+`id` is its job's id.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class _Replay:
                                   "than was already streamed")
             text, self.attempt_text = self.attempt_text[len(self.yielded):], None
         self.yielded += text
-        return ChatGenerationChunk(message=AIMessageChunk(content=text))
+        return ChatGenerationChunk(message=AIMessageChunk(content=text, id=self.job_id))
 
     def _end(self, data: dict[str, Any]) -> ChatGenerationChunk:
         if data.get("status") != "succeeded":
@@ -74,7 +75,7 @@ class _Replay:
                               error.get("message", f"job {self.job_id} ended {data.get('status')}"))
         usage = data.get("usage") or {}
         return ChatGenerationChunk(message=AIMessageChunk(
-            content="",
+            content="", id=self.job_id,
             usage_metadata={"input_tokens": usage.get("input_tokens", 0),
                             "output_tokens": usage.get("output_tokens", 0),
                             "total_tokens": usage.get("total_tokens", 0)},
