@@ -202,3 +202,16 @@ def test_graph_job_errors_are_clear_400s(gateway_url: str):
     bad_filter = httpx.get(f"{gateway_url}/v1/jobs/{job['id']}/stream", params={"events": "token,bogus"})
     assert bad_filter.status_code == 400 and bad_filter.json()["error"]["param"] == "events"
     assert "bogus" in bad_filter.json()["error"]["message"]
+
+
+def test_examples_run_on_chat_openai_and_its_sdk(client: Client):
+    job = client.submit_graph("custom_progress", {"topic": "tides", "steps": 1}, model="openai:echo",
+                              stream_mode=["custom"])
+    events = list(client.stream(job["id"]))
+    assert events[-1].data["status"] == "succeeded"
+    streamed = "".join(e.data["data"]["token"] for e in events if e.event == "custom" and "token" in e.data["data"])
+    assert streamed == "Echo: Write about tides" == client.get(job["id"])["output"]["state"]["text"]
+    job = client.submit_graph("joke_poem", {"topic": "owls"}, model="openai:echo")
+    events = list(client.stream(job["id"], filters={"tags": "poem"}))
+    assert text_of(events) == "Echo: Write a four-line poem about owls."
+    assert {e.data["model"] for e in tokens(events)} == {"echo"}
