@@ -52,12 +52,25 @@ def _values(raw: str | None, param: str) -> frozenset[str] | None:
     return values or None
 
 
+def _needles(values: frozenset[str] | None) -> tuple[bytes, ...]:
+    # How each value appears inside an entry's compact JSON (see protocol.dumps).
+    return tuple(protocol.dumps(value).encode() for value in values or ())
+
+
 @dataclass(frozen=True)
 class StreamFilter:
     events: frozenset[bytes] | None = None
     tags: frozenset[str] | None = None
     nodes: frozenset[str] | None = None
     final_only: bool = False
+
+    def __post_init__(self) -> None:
+        # An entry whose bytes hold none of the wanted values cannot match: it is dropped unparsed.
+        object.__setattr__(self, "_tag_needles", _needles(self.tags))
+        object.__setattr__(self, "_node_needles", _needles(self.nodes))
+
+    def _mentions(self, entry: EntryView, needles: tuple[bytes, ...]) -> bool:
+        return any(needle in entry.raw for needle in needles)
 
     @classmethod
     def from_query(cls, *, tags: str | None, node: str | None, events: str | None,
@@ -80,8 +93,10 @@ class StreamFilter:
             return False
         if self.final_only and event not in FINAL_ONLY_EVENTS:
             return False
-        if self.tags is not None and event == b"token" and self.tags.isdisjoint(entry.data.get("tags") or ()):
+        if self.tags is not None and event == b"token" and (
+                not self._mentions(entry, self._tag_needles) or self.tags.isdisjoint(entry.data.get("tags") or ())):
             return False
-        if self.nodes is not None and event in NODE_EVENTS and entry.data.get("node") not in self.nodes:
+        if self.nodes is not None and event in NODE_EVENTS and (
+                not self._mentions(entry, self._node_needles) or entry.data.get("node") not in self.nodes):
             return False
         return True
