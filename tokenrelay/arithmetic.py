@@ -22,7 +22,7 @@ _SQUARE_ROOT = re.compile(r"square\s+root\s+of\s+(-?\d+(?:\.\d+)?)", re.IGNORECA
 _EXPRESSION = re.compile(r"[-(]*\d+(?:\.\d+)?(?:\s*(?:\*\*|[-+*/%^])\s*[-(]*\d+(?:\.\d+)?\)*)+")
 
 
-class ArithmeticError_(ValueError):
+class NotArithmetic(ValueError):
     """Raised when a text is not an expression this calculator evaluates."""
 
 
@@ -44,7 +44,7 @@ def evaluate(expression: str) -> float:
     try:
         tree = ast.parse(expression.replace("^", "**"), mode="eval")
     except SyntaxError:
-        raise ArithmeticError_(f"not an arithmetic expression: {expression[:80]!r}") from None
+        raise NotArithmetic(f"not an arithmetic expression: {expression[:80]!r}") from None
     return float(_eval(tree.body))
 
 
@@ -54,11 +54,11 @@ def _eval(node: ast.AST) -> float:
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _eval(node.left), _eval(node.right)
         if isinstance(node.op, ast.Pow) and abs(right) > MAX_POWER:
-            raise ArithmeticError_("exponent too large")
+            raise NotArithmetic("exponent too large")
         try:
             return _BINARY[type(node.op)](left, right)
         except (ZeroDivisionError, OverflowError) as exc:
-            raise ArithmeticError_(str(exc)) from None
+            raise NotArithmetic(str(exc)) from None
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand))
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS
@@ -66,8 +66,8 @@ def _eval(node: ast.AST) -> float:
         try:
             return _FUNCTIONS[node.func.id](_eval(node.args[0]))
         except (ValueError, OverflowError) as exc:
-            raise ArithmeticError_(str(exc)) from None
-    raise ArithmeticError_("only numbers, + - * / ** % and sqrt/abs/log/exp/sin/cos are allowed")
+            raise NotArithmetic(str(exc)) from None
+    raise NotArithmetic("only numbers, + - * / ** % and sqrt/abs/log/exp/sin/cos are allowed")
 
 
 def format_number(value: float) -> str:

@@ -1,8 +1,5 @@
-"""Provider retries inside one job attempt: errors that may pass are retried with backoff.
-
-Before anything went out a retry is invisible; after that it starts over behind a `reset` event,
-so no reader sees output twice without being told. Errors that cannot pass (bad request, auth)
-are raised at once.
+"""Provider retries inside one job attempt: errors that may pass are retried with backoff, invisibly
+before anything went out and behind a `reset` event after; bad requests and auth errors are not retried.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from langgraph.graph import START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from tokenrelay.arithmetic import ArithmeticError_, evaluate, format_number
+from tokenrelay.arithmetic import NotArithmetic, evaluate, format_number
 
 SYSTEM = "You are a careful assistant. Use the calculator tool for any arithmetic, then answer in one sentence."
 
@@ -24,7 +24,7 @@ def calculator(expression: str) -> str:
     """Evaluate an arithmetic expression such as `sqrt(71)` or `3 * (4 + 2)`."""
     try:
         return format_number(evaluate(expression))
-    except ArithmeticError_ as exc:
+    except NotArithmetic as exc:
         return f"error: {exc}"
 
 
