@@ -6,7 +6,9 @@ Deliberate choices (read before changing):
   token do not grow with the number of readers.
 - A reader replays history first, then joins the job's hub at the hub's current position and
   reads the gap up to it; live events it already has are dropped by id. Nothing starts at `$`.
-- Each entry becomes SSE bytes once, in the hub, and the same bytes go to every reader.
+- Each entry becomes SSE bytes once, in the hub, and the same bytes go to every reader. Readers
+  with a filter (api/filters.py) also get a view of the entry's type and data, built once per
+  entry and only when such a reader is there; a filtered-out event costs a reader nothing.
 - Each reader has a bounded queue. A reader that falls `client_buffer_events` behind is cut off
   (its response ends without `end`) and resumes with Last-Event-ID: its memory stays bounded and
   no event is dropped silently.
@@ -29,6 +31,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tokenrelay import protocol
 from tokenrelay.protocol import EventId, Keys
 
+from .filters import EntryView, StreamFilter
+
 log = logging.getLogger("tokenrelay.gateway.relay")
 
 END_EVENT = b"end"
@@ -44,11 +48,12 @@ def _entry_id(raw: bytes) -> EventId:
 class Reader:
     """One client's bounded queue of SSE frames."""
 
-    __slots__ = ("frames", "limit", "overflowed", "wake")
+    __slots__ = ("frames", "limit", "overflowed", "wake", "filter")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, stream_filter: StreamFilter | None = None) -> None:
         self.frames: deque[tuple[EventId, bytes, bool]] = deque()
         self.limit = limit
+        self.filter = stream_filter
         self.overflowed = False
         self.wake = asyncio.Event()
 
@@ -65,11 +70,12 @@ class Reader:
 class Hub:
     """Everything this process relays for one job."""
 
-    __slots__ = ("key", "readers", "position", "live", "done")
+    __slots__ = ("key", "readers", "filtered", "position", "live", "done")
 
     def __init__(self, key: bytes) -> None:
         self.key = key
         self.readers: set[Reader] = set()
+        self.filtered = 0  # readers with a filter
         self.position: EventId | None = None  # last entry the shared loop has read
         self.live = False
         self.done = False
@@ -80,8 +86,10 @@ class Hub:
             frame = protocol.entry_to_sse(raw_id, fields)
             is_end = fields.get(b"e") == END_EVENT
             self.position = event_id
+            view = EntryView(fields[b"e"], fields[b"d"]) if self.filtered else None
             for reader in self.readers:
-                reader.push(event_id, frame, is_end)
+                if reader.filter is None or reader.filter.accepts(view):
+                    reader.push(event_id, frame, is_end)
             if is_end:
                 self.done = True
                 break
@@ -158,33 +166,38 @@ class Relay:
 
     # -- one client ------------------------------------------------------------------------------------
 
-    async def follow(self, job_id: str, after: EventId | None, *, fresh: bool = False) -> AsyncIterator[bytes]:
+    async def follow(self, job_id: str, after: EventId | None, stream_filter: StreamFilter | None = None, *,
+                     fresh: bool = False) -> AsyncIterator[bytes]:
         """SSE frames of a job after `after` (from the start if None), ending after `end`.
 
         `fresh`: the job was just created here and has no events yet, so there is no history to read.
         Ends early, without `end`, if the client falls too far behind; it then resumes by id.
+        With a filter, only the events it accepts are sent; `last` still tracks every entry read.
         """
         key = self.keys.events(job_id).encode()
         last = after
         # 1. History, straight from Redis.
         if not fresh:
-            async for frames, last, ended in self._history(key, last, None):
-                yield frames
+            async for frames, last, ended in self._history(key, last, None, stream_filter):
+                if frames:  # a filter may leave a batch empty; `last` still moves past it
+                    yield frames
                 if ended:
                     return
         # 2. Join the hub; read the gap between our history and the hub's position.
-        reader = Reader(self.client_buffer_events)
+        reader = Reader(self.client_buffer_events, stream_filter)
         hub = self.hubs.get(key)
         if hub is None:
             hub = self.hubs[key] = Hub(key)
         hub.readers.add(reader)
+        hub.filtered += stream_filter is not None
         try:
             if not hub.live:
                 hub.live, hub.position = True, last
                 await self._wake(key)
             elif hub.position is not None and (last is None or hub.position > last):
-                async for frames, last, ended in self._history(key, last, hub.position):
-                    yield frames
+                async for frames, last, ended in self._history(key, last, hub.position, stream_filter):
+                    if frames:
+                        yield frames
                     if ended:
                         return
             # 3. Live.
@@ -192,10 +205,12 @@ class Relay:
                 yield frames
         finally:
             hub.readers.discard(reader)
+            hub.filtered -= stream_filter is not None
             if not hub.readers:
                 self.hubs.pop(key, None)
 
-    async def _history(self, key: bytes, after: EventId | None, until: EventId | None):
+    async def _history(self, key: bytes, after: EventId | None, until: EventId | None,
+                       stream_filter: StreamFilter | None = None):
         start = "-" if after is None else f"({after}"
         end = "+" if until is None else str(until)
         while True:
@@ -204,7 +219,8 @@ class Relay:
                 return
             frames, last, ended = [], after, False
             for raw_id, fields in entries:
-                frames.append(protocol.entry_to_sse(raw_id, fields))
+                if stream_filter is None or stream_filter.accepts(EntryView(fields[b"e"], fields[b"d"])):
+                    frames.append(protocol.entry_to_sse(raw_id, fields))
                 last = _entry_id(raw_id)
                 if fields.get(b"e") == END_EVENT:
                     ended = True

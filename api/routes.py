@@ -16,6 +16,8 @@ from tokenrelay.protocol import EventId
 from tokenrelay.store import JobRecord, create_job, delete_job, load_job
 
 from .errors import ERROR_RESPONSES
+from .filters import StreamFilter
+from .graph_jobs import graph_request
 from .schemas import CancelResult, Health, JobCreated, JobRequest, JobView, Readiness
 
 log = logging.getLogger("tokenrelay.gateway")
@@ -43,11 +45,13 @@ def _view(record: JobRecord) -> JobView:
         started_at=record.started_at,
         finished_at=record.finished_at,
         attempt=record.attempt,
-        output={"text": record.output_text if record.finished else None},
+        output={"text": record.output_text if record.finished else None,
+                "state": record.output_state if record.finished else None},
         usage=record.usage,
         error=record.error,
         finish_reason=record.finish_reason or None,
         metadata=record.metadata,
+        graph=record.request.get("graph"),
     )
 
 
@@ -57,6 +61,12 @@ async def _record(request: Request, job_id: str) -> JobRecord:
     if record is None:
         raise JobNotFound(job_id)
     return record
+
+
+def _check_max_tokens(body: JobRequest, settings) -> None:
+    max_tokens = body.params.max_tokens
+    if max_tokens is not None and max_tokens > settings.max_tokens_limit:
+        raise InvalidRequest(f"max_tokens must be between 1 and {settings.max_tokens_limit}", param="params.max_tokens")
 
 
 def _check_limits(body: JobRequest, request: Request) -> list[dict[str, str]]:
@@ -70,24 +80,23 @@ def _check_limits(body: JobRequest, request: Request) -> list[dict[str, str]]:
             raise InvalidRequest(
                 f"message {position} is longer than {settings.max_message_chars} characters", param="messages"
             )
-    max_tokens = body.params.max_tokens
-    if max_tokens is not None and max_tokens > settings.max_tokens_limit:
-        raise InvalidRequest(f"max_tokens must be between 1 and {settings.max_tokens_limit}", param="params.max_tokens")
+    _check_max_tokens(body, settings)
     return messages
 
 
 SSE_RESPONSE = {"content": {"text/event-stream": {}}, "description": "Server-Sent Events: metadata, token, "
-                "reset, error, end. Each has an id; resume with Last-Event-ID."}
+                "reset, error, end (graph jobs add custom, update, value, tool_call, tool_result). Each has an id; "
+                "resume with Last-Event-ID, under any filter."}
 
 
 def _sse_response(request: Request, job_id: str, after: EventId | None, headers: dict[str, str] | None = None,
-                  *, fresh: bool = False):
+                  *, fresh: bool = False, stream_filter: StreamFilter | None = None):
     relay = request.app.state.relay
 
     async def frames():
         yield SSE_RETRY_FRAME
         try:
-            async for chunk in relay.follow(job_id, after, fresh=fresh):
+            async for chunk in relay.follow(job_id, after, stream_filter, fresh=fresh):
                 yield chunk
         except RedisError as exc:
             # End the response cleanly, without `end`: the client resumes from its last event id.
@@ -102,11 +111,15 @@ def _sse_response(request: Request, job_id: str, after: EventId | None, headers:
              summary="Submit a job")
 async def submit_job(body: JobRequest, request: Request, response: Response) -> JobCreated:
     state = request.app.state
-    messages = _check_limits(body, request)
+    if body.graph is not None:
+        _check_max_tokens(body, state.settings)
+        model, request_doc = graph_request(body, state.settings)
+    else:
+        messages = _check_limits(body, request)
+        model, request_doc = body.model, {"messages": messages, "params": body.params.model_dump(exclude_none=True)}
     job_id = protocol.new_job_id()
-    request_doc = {"messages": messages, "params": body.params.model_dump(exclude_none=True)}
     ttl_s = int(state.settings.retention_s + state.settings.job_timeout_s)
-    record = await create_job(state.redis, state.keys, job_id=job_id, model=body.model, request=request_doc,
+    record = await create_job(state.redis, state.keys, job_id=job_id, model=model, request=request_doc,
                               metadata=body.metadata, ttl_s=ttl_s)
     try:
         await state.tasks.send(job_id)
@@ -118,8 +131,8 @@ async def submit_job(body: JobRequest, request: Request, response: Response) -> 
         return _sse_response(request, job_id, None, {"Location": f"/v1/jobs/{job_id}", "X-Tokenrelay-Job-Id": job_id},
                              fresh=True)
     response.headers["Location"] = f"/v1/jobs/{job_id}"
-    return JobCreated(id=job_id, status="queued", model=body.model, created_at=record.created_at,
-                      stream_url=_stream_url(job_id), metadata=body.metadata)
+    return JobCreated(id=job_id, status="queued", model=model, created_at=record.created_at,
+                      stream_url=_stream_url(job_id), metadata=body.metadata, graph=body.graph)
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobView, responses=_responses(400, 404, 503),
@@ -138,8 +151,17 @@ async def stream_job(
     request: Request,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     last_event_id: Annotated[str | None, Query(max_length=64, description="Same as the Last-Event-ID header.")] = None,
+    tags: Annotated[str | None, Query(max_length=1000, description="Only token events with any of these "
+                                      "comma-separated tags.")] = None,
+    node: Annotated[str | None, Query(max_length=1000, description="Only token, custom and update events of "
+                                      "these comma-separated graph nodes.")] = None,
+    events: Annotated[str | None, Query(max_length=1000, description="Only these comma-separated event "
+                                        "types (reset, error and end always pass).")] = None,
+    final_only: Annotated[bool, Query(description="Only the final answer's tokens (and the terminal "
+                                      "events): no tool calls, tool results or other events.")] = False,
 ) -> StreamingResponse:
     state = request.app.state
+    reader_filter = StreamFilter.from_query(tags=tags, node=node, events=events, final_only=final_only)
     await _record(request, job_id)
     raw_after = last_event_id_header if last_event_id_header is not None else last_event_id
     after = None
@@ -148,7 +170,7 @@ async def stream_job(
         key = state.keys.events(job_id)
         if not await state.redis.xrange(key, str(after), str(after), count=1):
             raise InvalidEventId(raw_after, "names no event of this job")
-    return _sse_response(request, job_id, after)
+    return _sse_response(request, job_id, after, stream_filter=reader_filter)
 
 
 @router.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=CancelResult,

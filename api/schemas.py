@@ -31,11 +31,20 @@ class GenerationParams(BaseModel):
         return self
 
 
+StreamMode = Literal["messages", "custom", "updates", "values"]
+
+
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(min_length=1, max_length=200, examples=["demo"])
+    model: str | None = Field(default=None, min_length=1, max_length=200, examples=["demo"],
+                              description="Required for a model job; for a graph job, its chat model (default demo).")
     messages: list[ChatMessage] | None = Field(default=None, description="The conversation; or give `prompt`.")
     prompt: str | None = Field(default=None, min_length=1, description="Shorthand for one user message.")
+    graph: str | None = Field(default=None, min_length=1, max_length=200, examples=["joke_poem"],
+                              description="Run a registered LangGraph graph instead of one model call.")
+    input: dict[str, Any] | None = Field(default=None, description="A graph job's input state.")
+    stream_mode: StreamMode | list[StreamMode] | None = Field(
+        default=None, description="A graph job's LangGraph stream modes (default [\"messages\"]).")
     params: GenerationParams = Field(default_factory=GenerationParams)
     metadata: dict[str, Any] = Field(default_factory=dict, description="Echoed back, never interpreted.")
     stream: bool = Field(default=False, description="Answer with the job's event stream (200, SSE) instead of "
@@ -43,11 +52,25 @@ class JobRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_input(self) -> "JobRequest":
+        if self.graph is not None:
+            if self.messages is not None or self.prompt is not None:
+                raise ValueError("a graph job takes `input`, not `messages` or `prompt`")
+            if isinstance(self.stream_mode, list) and not self.stream_mode:
+                raise ValueError("`stream_mode` must not be empty")
+            return self
+        if self.input is not None or self.stream_mode is not None:
+            raise ValueError("`input` and `stream_mode` need a `graph`")
+        if self.model is None:
+            raise ValueError("give `model` (with `messages` or `prompt`) or `graph`")
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("give exactly one of `messages` or `prompt`")
         if self.messages is not None and not self.messages:
             raise ValueError("`messages` must not be empty")
         return self
+
+    def stream_modes(self) -> list[str]:
+        modes = [self.stream_mode] if isinstance(self.stream_mode, str) else self.stream_mode or ["messages"]
+        return list(dict.fromkeys(modes))
 
     def chat_messages(self) -> list[dict[str, str]]:
         if self.prompt is not None:
@@ -62,10 +85,12 @@ class JobCreated(BaseModel):
     created_at: str
     stream_url: str
     metadata: dict[str, Any]
+    graph: str | None = None
 
 
 class JobOutput(BaseModel):
     text: str | None
+    state: Any = Field(default=None, description="A graph job's final state, once it finished.")
 
 
 class JobError(BaseModel):
@@ -86,6 +111,7 @@ class JobView(BaseModel):
     error: JobError | None
     finish_reason: str | None
     metadata: dict[str, Any]
+    graph: str | None = None
 
 
 class CancelResult(BaseModel):

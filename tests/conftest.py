@@ -18,7 +18,10 @@ from .stack import start_gateway, start_worker, stack_env, wait_for_workers
 TEST_SETTINGS = {
     "lease_ttl_s": 2,
     "reaper_interval_s": 0.25,
-    "models": "demo,openai:echo,openai:drop-after-3,openai:error-401",
+    "models": "demo,openai:echo,openai:drop-after-3,openai:error-401,openai:flaky-3,openai:unavailable-once,"
+              "openai:error-500",
+    # Provider retries fast, so tests of a flaky provider finish quickly.
+    "provider_retry_delays_s": "0.05,0.1",
 }
 
 

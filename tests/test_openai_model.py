@@ -34,11 +34,24 @@ def test_provider_error_is_sanitized(client: Client):
     assert SECRET_IN_ERRORS not in repr(events) and SECRET_IN_ERRORS not in repr(record)
 
 
-def test_provider_dropping_mid_stream_fails_the_job_without_duplicating_text(client: Client):
+def test_provider_dropping_mid_stream_every_time_fails_after_the_configured_attempts(client: Client):
     job = client.submit("a b c d e f g", model="openai:drop-after-3")
     events = list(client.stream(job["id"]))
     kinds = [e.event for e in events]
     assert kinds[-2:] == ["error", "end"] and events[-1].data["status"] == "failed"
     assert events[-2].data["type"] == "provider_unavailable"
-    assert text_of(events) == "Echo: a b"
-    assert token_indexes(events) == [0, 1, 2]
+    # Three tries (the test stack's provider_attempts): each one's partial text behind a reset.
+    assert [e.data for e in events if e.event == "reset"] == [{"attempt": 1, "reason": "provider_retry"}] * 2
+    assert tries_text(events) == ["Echo: a b"] * 3
+    assert client.get(job["id"])["output"]["text"] == "Echo: a b"
+
+
+def tries_text(events) -> list[str]:
+    """The text of each try, split at `reset` events."""
+    tries = [""]
+    for event in events:
+        if event.event == "reset":
+            tries.append("")
+        elif event.event == "token":
+            tries[-1] += event.data["text"]
+    return tries

@@ -5,6 +5,7 @@
     tokenrelay worker   a Celery worker in this process
     tokenrelay run      submit a job and print its tokens as they arrive
     tokenrelay watch    attach to a job's stream and print its tokens
+    tokenrelay graph    run a registered LangGraph graph and print what it streams
 
 `run` and `watch` print tokens on stdout and everything else on stderr (`run` starts with
 `job <id>`, for a later `watch`). Ctrl-C during `run` cancels the job; during `watch` it only
@@ -111,6 +112,31 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED
 
 
+def _cmd_graph(args: argparse.Namespace) -> int:
+    import httpx
+
+    from .client import Client
+    from .errors import ClientError
+    from .graph_cli import run_graph
+
+    with Client(args.url) as client:
+        try:
+            job_id, status = run_graph(args, client)
+        except ClientError as exc:
+            return _client_failed(exc)
+        except httpx.HTTPError as exc:
+            return _unreachable(exc, args.url)
+        except KeyboardInterrupt:
+            print(file=sys.stdout, flush=True)
+            return EXIT_INTERRUPTED
+    if status is None:
+        print("error: the stream ended without an end event", file=sys.stderr)
+        return 1
+    if status != "succeeded":
+        print(f"job {job_id} {status}", file=sys.stderr)
+    return EXIT_CODES.get(status, 1)
+
+
 def _client_failed(exc: Exception) -> int:
     print(f"error: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
     return 1
@@ -215,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print only the events after this event id")
     _add_stream_options(watch, default_url)
     watch.set_defaults(handler=_cmd_watch)
+
+    from .graph_cli import add_graph_command
+
+    add_graph_command(commands, default_url, _cmd_graph)
     return parser
 
 

@@ -35,6 +35,28 @@ def _job_body(prompt: str | None, messages: list[dict] | None, model: str, param
     return body
 
 
+def _graph_body(graph: str, graph_input: dict | None, stream_mode: list[str] | None, model: str | None,
+                params: dict | None, metadata: dict | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"graph": graph, "input": graph_input or {}}
+    for name, value in (("stream_mode", stream_mode), ("model", model), ("params", params), ("metadata", metadata)):
+        if value:
+            body[name] = value
+    return body
+
+
+def _filter_query(filters: dict[str, Any] | None) -> dict[str, str]:
+    """Stream filters as query parameters: lists become comma-separated, booleans lowercase."""
+    query = {}
+    for name, value in (filters or {}).items():
+        if isinstance(value, bool):
+            query[name] = "true" if value else "false"
+        elif isinstance(value, (list, tuple, set)):
+            query[name] = ",".join(value)
+        elif value is not None:
+            query[name] = str(value)
+    return query
+
+
 def _raise_for_error(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
@@ -98,6 +120,15 @@ class Client:
         _raise_for_error(response)
         return response.json()
 
+    def submit_graph(self, graph: str, input: dict | None = None, *, stream_mode: list[str] | None = None,
+                     model: str | None = None, params: dict | None = None,
+                     metadata: dict | None = None) -> dict[str, Any]:
+        """Run a registered graph; `stream_mode` takes LangGraph's modes (default ["messages"])."""
+        body = _graph_body(graph, input, stream_mode, model, params, metadata)
+        response = self._http.post("/v1/jobs", json=body)
+        _raise_for_error(response)
+        return response.json()
+
     def get(self, job_id: str) -> dict[str, Any]:
         response = self._http.get(f"/v1/jobs/{job_id}")
         _raise_for_error(response)
@@ -108,12 +139,15 @@ class Client:
         _raise_for_error(response)
         return response.json()
 
-    def stream(self, job_id: str, last_event_id: str | None = None) -> Iterator[Event]:
+    def stream(self, job_id: str, last_event_id: str | None = None, *,
+               filters: dict[str, Any] | None = None) -> Iterator[Event]:
+        """Events until `end`; `filters` (tags, node, events, final_only) choose this reader's view."""
+        query = _filter_query(filters)
         resume = _Resume(last_event_id, self.max_reconnects)
         while not resume.done:
             error: Exception | None = None
             try:
-                with self._http.stream("GET", f"/v1/jobs/{job_id}/stream", headers=resume.headers(),
+                with self._http.stream("GET", f"/v1/jobs/{job_id}/stream", headers=resume.headers(), params=query,
                                        timeout=httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)) as response:
                     if response.status_code >= 400:
                         response.read()
@@ -152,6 +186,15 @@ class AsyncClient:
         _raise_for_error(response)
         return response.json()
 
+    async def submit_graph(self, graph: str, input: dict | None = None, *, stream_mode: list[str] | None = None,
+                     model: str | None = None, params: dict | None = None,
+                     metadata: dict | None = None) -> dict[str, Any]:
+        """Run a registered graph; `stream_mode` takes LangGraph's modes (default ["messages"])."""
+        body = _graph_body(graph, input, stream_mode, model, params, metadata)
+        response = await self._http.post("/v1/jobs", json=body)
+        _raise_for_error(response)
+        return response.json()
+
     async def get(self, job_id: str) -> dict[str, Any]:
         response = await self._http.get(f"/v1/jobs/{job_id}")
         _raise_for_error(response)
@@ -162,12 +205,14 @@ class AsyncClient:
         _raise_for_error(response)
         return response.json()
 
-    async def stream(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[Event]:
+    async def stream(self, job_id: str, last_event_id: str | None = None, *,
+                     filters: dict[str, Any] | None = None) -> AsyncIterator[Event]:
+        query = _filter_query(filters)
         resume = _Resume(last_event_id, self.max_reconnects)
         while not resume.done:
             error: Exception | None = None
             try:
-                async with self._http.stream("GET", f"/v1/jobs/{job_id}/stream", headers=resume.headers(),
+                async with self._http.stream("GET", f"/v1/jobs/{job_id}/stream", headers=resume.headers(), params=query,
                                              timeout=httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)) as response:
                     if response.status_code >= 400:
                         await response.aread()

@@ -1,11 +1,15 @@
 """`demo`: an offline, deterministic LangChain chat model that streams readable text at a set pace.
 
-It goes through LangChain's own streaming machinery, so it takes the same path as any provider.
+It goes through LangChain's own streaming machinery, so it takes the same path as any provider. With
+tools bound it acts as a tool-calling model: arithmetic in the prompt becomes a tool call, and after the
+tool's answer it states the result, so agents run offline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -14,6 +18,9 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, message_chunk_to_message
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from .arithmetic import find_expression
 
 PASSAGE = (
     "Tokens travel from a worker through a Redis stream to every reader that asks for them. "
@@ -46,6 +53,24 @@ def _prompt_text(messages: list[BaseMessage]) -> str:
     return ""
 
 
+def _words(text: str) -> list[str]:
+    return [word if i == 0 else " " + word for i, word in enumerate(text.split())]
+
+
+def _tool_call(messages: list[BaseMessage], tools: list[dict] | None) -> dict | None:
+    """A tool call chunk when tools are bound and the user's last message asks for arithmetic."""
+    if not tools or not messages or messages[-1].type != "human":
+        return None
+    expression = find_expression(_prompt_text(messages))
+    if expression is None:
+        return None
+    function = tools[0]["function"]
+    arg = next(iter(function.get("parameters", {}).get("properties", {})), "expression")
+    call_id = "call_" + hashlib.sha1(expression.encode()).hexdigest()[:12]
+    return {"name": function["name"], "args": json.dumps({arg: expression}), "id": call_id, "index": 0,
+            "type": "tool_call_chunk"}
+
+
 def _truncate_at_stop(tokens: list[str], stop: list[str] | None) -> tuple[list[str], str]:
     """Cut the text where the first stop sequence starts, even one that spans tokens."""
     text = "".join(tokens)
@@ -75,8 +100,14 @@ class DemoChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "tokenrelay-demo"
 
+    def bind_tools(self, tools: list, *, tool_choice: Any = None, **kwargs: Any):
+        return self.bind(tools=[convert_to_openai_tool(tool) for tool in tools], **kwargs)
+
     def _plan(self, messages: list[BaseMessage], stop: list[str] | None) -> tuple[list[str], str, int]:
         prompt = _prompt_text(messages)
+        if messages and messages[-1].type == "tool":  # the tool answered: state its result
+            tokens = _words(f"The result is {messages[-1].text}.")[: self.max_tokens]
+            return tokens, "stop", max(1, len(prompt.split()))
         tokens, finish_reason = _truncate_at_stop(demo_tokens(prompt, self.max_tokens), stop or self.stop)
         return tokens, finish_reason, max(1, len(prompt.split()))
 
@@ -85,7 +116,17 @@ class DemoChatModel(BaseChatModel):
             return 0.0
         return max(0.0, started + (index + 1) / self.tokens_per_second - now)
 
-    def _chunks(self, messages: list[BaseMessage], stop: list[str] | None) -> Iterator[ChatGenerationChunk]:
+    def _chunks(self, messages: list[BaseMessage], stop: list[str] | None,
+                tools: list[dict] | None = None) -> Iterator[ChatGenerationChunk]:
+        call = _tool_call(messages, tools)
+        if call is not None:
+            input_tokens = max(1, len(_prompt_text(messages).split()))
+            yield ChatGenerationChunk(message=AIMessageChunk(
+                content="", tool_call_chunks=[call],
+                usage_metadata={"input_tokens": input_tokens, "output_tokens": 1, "total_tokens": input_tokens + 1},
+                response_metadata={"finish_reason": "tool_calls", "model_name": self.model_name},
+            ))
+            return
         tokens, finish_reason, input_tokens = self._plan(messages, stop)
         for position, token in enumerate(tokens):
             last = position == len(tokens) - 1
@@ -110,7 +151,7 @@ class DemoChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         started = time.monotonic()
-        for index, chunk in enumerate(self._chunks(messages, stop)):
+        for index, chunk in enumerate(self._chunks(messages, stop, kwargs.get("tools"))):
             delay = self._delay_s(index, started, time.monotonic())
             if delay:
                 time.sleep(delay)
@@ -127,7 +168,7 @@ class DemoChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        for index, chunk in enumerate(self._chunks(messages, stop)):
+        for index, chunk in enumerate(self._chunks(messages, stop, kwargs.get("tools"))):
             # Always yield to the loop, so a fast demo job cannot starve the others.
             await asyncio.sleep(self._delay_s(index, started, loop.time()))
             if run_manager:

@@ -4,7 +4,8 @@
     ├── InvalidRequest          bad client input (HTTP 400)
     │   ├── InvalidJobId
     │   ├── InvalidEventId
-    │   └── UnknownModel
+    │   ├── UnknownModel
+    │   └── UnknownGraph
     ├── JobNotFound             unknown or expired job (HTTP 404)
     ├── PayloadTooLarge         body over the limit (HTTP 413)
     ├── ServiceUnavailable      Redis or the broker cannot be reached (HTTP 503)
@@ -56,6 +57,16 @@ class UnknownModel(InvalidRequest):
             f"model {model[:100]!r} is not available; choose one of: {', '.join(allowed)}", param="model"
         )
         self.allowed = allowed
+
+
+class UnknownGraph(InvalidRequest):
+    """Raised when a client names a graph that is not in the server's registry."""
+
+    def __init__(self, graph: str, known: list[str]) -> None:
+        super().__init__(
+            f"graph {graph[:100]!r} is not available; choose one of: {', '.join(known) or '(none)'}", param="graph"
+        )
+        self.known = known
 
 
 class JobNotFound(TokenRelayError):

@@ -34,10 +34,15 @@ class Outcome:
     tokens: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     finish_reason: str | None = None
+    state: Any = None  # a graph's final state, as JSON
 
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+    def clear(self) -> None:
+        """Forget a failed try's output before the next one."""
+        self.text_parts, self.tokens, self.usage, self.finish_reason, self.state = [], 0, {}, None, None
 
 
 def to_langchain_messages(messages: list[dict[str, str]]) -> list[BaseMessage]:
@@ -89,8 +94,11 @@ async def stream_chat(model: BaseChatModel, messages: list[BaseMessage], outcome
         outcome.usage = {"input_tokens": 0, "output_tokens": outcome.tokens, "total_tokens": outcome.tokens}
 
 
-def metadata_event(job_id: str, attempt: int, model: str) -> Event:
-    return Event(protocol.METADATA, {"job_id": job_id, "attempt": attempt, "model": model})
+def metadata_event(job_id: str, attempt: int, model: str, graph: str | None = None) -> Event:
+    data = {"job_id": job_id, "attempt": attempt, "model": model}
+    if graph:
+        data["graph"] = graph
+    return Event(protocol.METADATA, data)
 
 
 def reset_event(attempt: int, reason: str) -> Event:

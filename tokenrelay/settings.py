@@ -10,6 +10,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing import Annotated
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_GRAPHS = {
+    "joke_poem": "tokenrelay.examples.joke_poem:build",
+    "custom_progress": "tokenrelay.examples.custom_progress:build",
+    "calculator_agent": "tokenrelay.examples.calculator_agent:build",
+}
 
 
 class Settings(BaseSettings):
@@ -64,11 +69,26 @@ class Settings(BaseSettings):
     # Adds `ts` (production time, Unix seconds) to token events: for measuring delivery lag.
     event_timestamps: bool = False
 
+    # Graphs clients may run by name: name -> `module:attribute` of a compiled LangGraph graph or of a
+    # factory `f(model) -> graph`. Clients name a graph, never an import path (JSON in the environment).
+    graphs: dict[str, str] = dict(DEFAULT_GRAPHS)
+    # Provider errors that may pass (connection lost, 429, 5xx): tries per job attempt, and the waits
+    # between them. Before the first event a retry is invisible; after it, readers get a `reset`.
+    provider_attempts: int = Field(default=3, ge=1, le=10)
+    provider_retry_delays_s: Annotated[list[float], NoDecode] = [0.5, 2.0]
+
     @field_validator("models", mode="before")
     @classmethod
     def _split_models(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("provider_retry_delays_s", mode="before")
+    @classmethod
+    def _split_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(item) for item in value.split(",") if item.strip()]
         return value
 
     @field_validator("openai_api_key", "openai_base_url", "broker_url", mode="before")

@@ -39,6 +39,7 @@ class JobRecord:
     finished_at: str | None
     attempt: int
     output_text: str | None
+    output_state: Any
     usage: dict[str, Any] | None
     error: dict[str, Any] | None
     finish_reason: str | None
@@ -63,6 +64,7 @@ class JobRecord:
             finished_at=fields.get("finished_at"),
             attempt=int(fields.get("attempt") or 0),
             output_text=fields.get("output_text"),
+            output_state=loads("output_state", None),
             usage=loads("usage", None),
             error=loads("error", None),
             finish_reason=fields.get("finish_reason"),

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from tokenrelay import protocol, runner
+from tokenrelay import graphs, protocol, runner
 from tokenrelay.models import GenerationParams, build_chat_model
+from tokenrelay.retry import RetryPolicy, with_retries
 from tokenrelay.protocol import Keys
 from tokenrelay.settings import Settings
 from tokenrelay.store import JobScripts, load_job, utc_now
@@ -66,7 +67,7 @@ async def execute_job(services: JobServices, job_id: str) -> str:
     stream = services.publisher.open(job_id, attempt, job.stop)
     if attempt > 1:
         stream.emit(runner.reset_event(attempt, "worker_lost"))
-    stream.emit(runner.metadata_event(job_id, attempt, record.model))
+    stream.emit(runner.metadata_event(job_id, attempt, record.model, record.request.get("graph")))
     log.info("job %s attempt %d started", job_id, attempt)
     outcome = runner.Outcome()
     status, error = "succeeded", None
@@ -103,8 +104,21 @@ async def _generate(services: JobServices, record, stream: JobStream, outcome: r
     settings = services.settings
     params = GenerationParams.from_dict(record.request.get("params", {}), settings.default_max_tokens)
     model = build_chat_model(record.model, params, settings)
-    messages = runner.to_langchain_messages(record.request["messages"])
-    async for event in runner.stream_chat(model, messages, outcome):
+    graph_name = record.request.get("graph")
+    if graph_name:
+        graph = graphs.load_graph(graph_name, settings, model)
+
+        def run():
+            return graphs.stream_graph(graph, record.request.get("input") or {},
+                                       record.request.get("stream_mode") or list(graphs.DEFAULT_STREAM_MODES), outcome)
+    else:
+        messages = runner.to_langchain_messages(record.request["messages"])
+
+        def run():
+            return runner.stream_chat(model, messages, outcome)
+
+    policy = RetryPolicy(settings.provider_attempts, tuple(settings.provider_retry_delays_s))
+    async for event in with_retries(run, outcome, policy, stream.attempt):
         stream.emit(event)
 
 
@@ -120,6 +134,8 @@ async def _finish(
         "usage": protocol.dumps(end.data["usage"]),
         "finish_reason": finish_reason or "",
     }
+    if outcome.state is not None:
+        fields["output_state"] = protocol.dumps(outcome.state)
     if error:
         fields["error"] = protocol.dumps(error)
     written = await services.scripts.finish(

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from tokenrelay import graphs
 from tokenrelay.protocol import Keys
 from tokenrelay.settings import Settings
 from tokenrelay.store import JobScripts
@@ -66,6 +67,7 @@ class WorkerRuntime:
         # Import provider clients now: an import inside the loop would stall every running job.
         import langchain_openai  # noqa: F401
 
+        graphs.preload(self.settings)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._open(), self.loop).result()
         self._ready.set()
