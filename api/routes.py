@@ -162,7 +162,9 @@ async def stream_job(
 ) -> StreamingResponse:
     state = request.app.state
     reader_filter = StreamFilter.from_query(tags=tags, node=node, events=events, final_only=final_only)
-    await _record(request, job_id)
+    # Existence only: the record holds the whole request, which a reader has no use for.
+    if not await state.redis.exists(state.keys.meta(protocol.check_job_id(job_id))):
+        raise JobNotFound(job_id)
     raw_after = last_event_id_header if last_event_id_header is not None else last_event_id
     after = None
     if raw_after is not None and raw_after != "":
