@@ -76,9 +76,8 @@ def _check_limits(body: JobRequest, request: Request) -> list[dict[str, str]]:
     return messages
 
 
-@router.post("/v1/jobs", status_code=202, response_model=JobCreated, responses=_responses(400, 413, 503),
-             summary="Submit a job")
-async def submit_job(body: JobRequest, request: Request, response: Response) -> JobCreated:
+async def start_job(body: JobRequest, request: Request) -> JobRecord:
+    """Check limits, store the record and enqueue the job: the one path every API that runs a job takes."""
     state = request.app.state
     messages = _check_limits(body, request)
     job_id = protocol.new_job_id()
@@ -86,15 +85,27 @@ async def submit_job(body: JobRequest, request: Request, response: Response) -> 
     ttl_s = int(state.settings.retention_s + state.settings.job_timeout_s)
     record = await create_job(state.redis, state.keys, job_id=job_id, model=body.model, request=request_doc,
                               metadata=body.metadata, ttl_s=ttl_s)
+    if getattr(state.settings, "log_prompts", False):  # a debug setting: prompts stay out of logs otherwise
+        log.info("job %s prompt: %s", job_id, protocol.dumps(messages))
     try:
         await anyio.to_thread.run_sync(state.enqueue, job_id)
     except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep no orphan record
         log.warning("could not enqueue job %s: %s", job_id, exc)
         await delete_job(state.redis, state.keys, job_id)
         raise ServiceUnavailable("the job queue is unavailable; retry shortly") from None
-    response.headers["Location"] = f"/v1/jobs/{job_id}"
-    return JobCreated(id=job_id, status="queued", model=body.model, created_at=record.created_at,
-                      stream_url=_stream_url(job_id), metadata=body.metadata)
+    if getattr(state, "metrics", None) is not None:
+        state.metrics.jobs_submitted.labels(body.model).inc()
+    log.info("job %s queued (model %s)", job_id, body.model)
+    return record
+
+
+@router.post("/v1/jobs", status_code=202, response_model=JobCreated, responses=_responses(400, 413, 503),
+             summary="Submit a job")
+async def submit_job(body: JobRequest, request: Request, response: Response) -> JobCreated:
+    record = await start_job(body, request)
+    response.headers["Location"] = f"/v1/jobs/{record.id}"
+    return JobCreated(id=record.id, status="queued", model=body.model, created_at=record.created_at,
+                      stream_url=_stream_url(record.id), metadata=body.metadata)
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobView, responses=_responses(400, 404, 503),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing import Annotated
+from typing import Annotated, Literal
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     # Tokens are written as soon as the previous write returned; this extra wait (0 = none)
     # lets more tokens share one write. A lone token is never held back longer than this.
     flush_window_ms: float = 0.0
+
+    # Observability. `log_format="json"` writes one JSON object per line; prompts are never logged
+    # unless `log_prompts` (a debug setting) is on. The worker serves Prometheus metrics on
+    # `worker_metrics_port` when it is set (the gateway serves them at /metrics).
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    log_prompts: bool = False
+    worker_metrics_port: int | None = None
 
     @field_validator("models", mode="before")
     @classmethod

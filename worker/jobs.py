@@ -14,6 +14,7 @@ from tokenrelay.protocol import Keys
 from tokenrelay.settings import Settings
 from tokenrelay.store import JobScripts, load_job, utc_now
 
+from .metrics import worker_metrics
 from .publisher import JobStream, StreamPublisher
 
 log = logging.getLogger("tokenrelay.worker")
@@ -104,8 +105,12 @@ async def _generate(services: JobServices, record, stream: JobStream, outcome: r
     params = GenerationParams.from_dict(record.request.get("params", {}), settings.default_max_tokens)
     model = build_chat_model(record.model, params, settings)
     messages = runner.to_langchain_messages(record.request["messages"])
+    metrics = worker_metrics()
     async for event in runner.stream_chat(model, messages, outcome):
+        if outcome.tokens == 0 and event.type == protocol.TOKEN:
+            metrics.first_token(record.created_at)
         stream.emit(event)
+    metrics.tokens.inc(outcome.tokens)
 
 
 async def _finish(
