@@ -108,6 +108,12 @@ class Client:
         _raise_for_error(response)
         return response.json()
 
+    def list_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Recent jobs, newest first."""
+        response = self._http.get("/v1/jobs", params={"limit": limit})
+        _raise_for_error(response)
+        return response.json()["data"]
+
     def stream(self, job_id: str, last_event_id: str | None = None) -> Iterator[Event]:
         resume = _Resume(last_event_id, self.max_reconnects)
         while not resume.done:
@@ -161,6 +167,12 @@ class AsyncClient:
         response = await self._http.post(f"/v1/jobs/{job_id}/cancel")
         _raise_for_error(response)
         return response.json()
+
+    async def list_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Recent jobs, newest first."""
+        response = await self._http.get("/v1/jobs", params={"limit": limit})
+        _raise_for_error(response)
+        return response.json()["data"]
 
     async def stream(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[Event]:
         resume = _Resume(last_event_id, self.max_reconnects)
