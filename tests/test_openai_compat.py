@@ -140,7 +140,7 @@ def test_failed_job_is_a_5xx_the_sdk_does_not_retry(gateway_url):
 
 
 def test_raw_wire_format(gateway_url):
-    body = {"model": "demo", "messages": MESSAGES, "stream": True, "max_tokens": 8, "tokens_per_second": 40,
+    body = {"model": "demo", "messages": MESSAGES, "stream": True, "max_tokens": 40, "tokens_per_second": 40,
             "stream_options": {"include_usage": True}, "user": "ignored-field"}
     with httpx.stream("POST", f"{gateway_url}/v1/chat/completions", json=body, timeout=30) as response:
         assert response.status_code == 200
@@ -166,11 +166,12 @@ def test_raw_wire_format(gateway_url):
                                      "logprobs": None, "finish_reason": None}]
     assert chunks[1]["choices"][0]["delta"] == {"content": "You"}
     assert chunks[-2]["choices"] == [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}]
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 8
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 40
     # The same output can be re-attached as a tokenrelay stream.
     with Client(gateway_url) as client:
         events = list(client.stream(job_id))
-    assert "".join(e.data["text"] for e in events if e.event == "token") == expected(8)
+    assert "".join(e.data["text"] for e in events if e.event == "token") == expected(40)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1]) == expected(40)
 
 
 def test_raw_errors_have_openai_shape(gateway_url):
