@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 
 import httpx
 import openai
 import pytest
 
+from api.openai_compat import _Answer
 from tokenrelay import Client
 from tokenrelay.demo import demo_tokens
 
-from .stack import wait_until
+from .stack import Stack, wait_until
 
 PROMPT = "compare the streams"
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": PROMPT}]
@@ -199,3 +201,31 @@ def test_cancel_ends_the_chat_stream(sdk, gateway_url):
     assert chunks[-1].choices[0].finish_reason == "cancelled"
     assert 3 <= len(chunks) < 100
     wait_until(lambda: httpx.get(f"{gateway_url}/v1/jobs/{job_id}").json()["status"] == "cancelled")
+
+
+def test_chat_stream_survives_a_lost_worker_without_repeating_text(redis_server, isolated_settings):
+    """The worker dies mid-answer; the job restarts elsewhere and the SDK's stream carries on seamlessly."""
+    with Stack(redis_server.url, isolated_settings, workers=1) as stack:
+        with openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0) as sdk:
+            stream = sdk.chat.completions.create(model="demo", messages=MESSAGES, max_tokens=40, stream=True,
+                                                 extra_body={"tokens_per_second": 20})
+            parts = []
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    parts.append(chunk.choices[0].delta.content)
+                    if len(parts) == 6:
+                        stack.workers[0].signal(signal.SIGKILL)
+                        stack.add_worker()
+        assert "".join(parts) == expected(40)
+        assert chunk.choices[0].finish_reason == "length"
+        job_id = stream.response.headers["x-tokenrelay-job-id"]
+        assert httpx.get(f"{stack.url}/v1/jobs/{job_id}").json()["attempt"] == 2
+
+
+def test_restarted_attempt_sends_only_new_text_and_refuses_a_different_answer():
+    answer = _Answer()
+    assert [answer.add(t) for t in ("You", " asked", " about")] == ["You", " asked", " about"]
+    answer.reset()  # attempt 2 starts over
+    assert [answer.add(t) for t in ("You", " asked", " about", " it")] == ["", "", "", " it"]
+    answer.reset()
+    assert answer.add("Something else") is None

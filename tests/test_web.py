@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from tokenrelay.demo import demo_tokens
 
-from .stack import LOG_DIR, Stack, start_gateway, wait_until
+from .stack import LOG_DIR, ROOT, Stack, start_gateway, wait_until
 
 CHROMIUM = os.environ.get("TOKENRELAY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -146,3 +146,16 @@ def test_screenshot_of_a_finished_answer(page: Page, gateway_url: str):
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and SCREENSHOT.stat().st_size > 10_000
+
+
+def test_every_page_file_ships_in_the_package():
+    """The page is served from the installed package: each of its files must match pyproject's package-data."""
+    import fnmatch
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["api"]
+    web = ROOT / "api" / "web"
+    files = [path.relative_to(ROOT / "api").as_posix() for path in web.iterdir() if path.is_file()]
+    assert {"web/index.html", "web/app.js", "web/style.css"} <= set(files)
+    assert all(any(fnmatch.fnmatch(name, pattern) for pattern in patterns) for name in files)
