@@ -3,9 +3,13 @@ subprocesses against the real stack."""
 
 from __future__ import annotations
 
+import fcntl
+import io
 import json
 import os
 import pty
+import struct
+import termios
 import re
 import select
 import subprocess
@@ -13,6 +17,7 @@ import sys
 import time
 
 from tokenrelay import Client
+from tokenrelay.cli_output import StatusLine
 
 from .stack import ROOT
 from .test_cli import cli, job_id_from
@@ -20,11 +25,15 @@ from .test_cli import cli, job_id_from
 ESC = "\x1b"
 
 
-def run_on_a_terminal(*args: str, timeout_s: float = 60) -> tuple[int, str, str]:
-    """Run the CLI with stderr on a pseudo-terminal and stdout on a pipe; returns (code, stdout, terminal)."""
+def run_on_a_terminal(*args: str, timeout_s: float = 60, stdout_too: bool = False,
+                      columns: int = 100) -> tuple[int, str, str]:
+    """Run the CLI with stderr (and stdout if `stdout_too`) on a pseudo-terminal of `columns` columns;
+    returns (exit code, stdout if piped, what the terminal received)."""
     master, slave = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "tokenrelay", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=slave, env={**os.environ, "TERM": "xterm"})
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    process = subprocess.Popen([sys.executable, "-m", "tokenrelay", *args], cwd=ROOT,
+                               stdout=slave if stdout_too else subprocess.PIPE, stderr=slave,
+                               env={**os.environ, "TERM": "xterm"})
     os.close(slave)
     terminal = b""
     deadline = time.monotonic() + timeout_s
@@ -41,7 +50,7 @@ def run_on_a_terminal(*args: str, timeout_s: float = 60) -> tuple[int, str, str]
         elif process.poll() is not None:
             break
     os.close(master)
-    stdout = process.stdout.read().decode()
+    stdout = "" if stdout_too else process.stdout.read().decode()
     return process.wait(10), stdout, terminal.decode(errors="replace")
 
 
@@ -57,6 +66,41 @@ def test_run_on_a_terminal_shows_a_status_line_that_disappears(gateway_url, clie
     # Every drawing is erased: the last thing on the terminal is the erase, nothing after it.
     assert terminal.rstrip("\r\n").endswith(ESC + "8" + ESC + "[J")
     assert terminal.count(ESC + "7") == terminal.count(ESC + "8" + ESC + "[J")
+
+
+STATUS_DRAWING = re.compile(r"\x1b7\x1b\[2m[^\x1b]*\x1b\[0m")
+STATUS_ERASE = "\x1b8\x1b[J"
+
+
+def test_status_line_never_mixes_with_the_answer_on_a_shared_terminal(gateway_url, client: Client):
+    code, _, terminal = run_on_a_terminal("run", "one terminal for both", "--max-tokens", "60",
+                                          "--tokens-per-second", "60", "--url", gateway_url, stdout_too=True,
+                                          columns=50)
+    assert code == 0, terminal
+    drawings = STATUS_DRAWING.findall(terminal)
+    assert drawings and all(len(d) - len("\x1b7\x1b[2m\x1b[0m") < 50 for d in drawings)
+    # Without its drawings and erasures, the terminal holds exactly the job line and the answer.
+    plain = STATUS_DRAWING.sub("", terminal).replace(STATUS_ERASE, "").replace("\r\n", "\n")
+    job_id = job_id_from(plain)
+    assert plain == f"job {job_id}\n" + client.get(job_id)["output"]["text"] + "\n"
+
+
+def test_status_line_is_cut_to_the_room_left_on_the_line():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    err = Terminal()
+    status = StatusLine(err, enabled=True, shares_line=True)  # no real terminal size: 80 columns
+    status.printed("x" * 75)
+    status.show()
+    assert err.getvalue() == ""  # 4 columns left: no room for a status
+    status.printed("\nabc")
+    status.show()
+    drawn = STATUS_DRAWING.findall(err.getvalue())
+    assert len(drawn) == 1 and "0 tokens" in drawn[0]
+    status.hide()
+    assert err.getvalue().endswith(STATUS_ERASE)
 
 
 def test_run_piped_prints_nothing_extra(gateway_url):

@@ -50,11 +50,13 @@ def print_events(events: Iterable, out: TextIO, err: TextIO, separator: str | No
         if event.event == "token":
             print(event.data["text"], end=end, file=out, flush=True)
             line_open = printed = True
+            status_line.printed(event.data["text"] + end)
             status_line.count(event.data.get("count", 1))
             status_line.show()
             continue
         if line_open and event.event in ("reset", "error"):
             print(file=out, flush=True)
+            status_line.printed("\n")
             line_open = False
         if event.event == "reset":
             print(f"[job restarted: attempt {event.data.get('attempt')} ({event.data.get('reason', '')})]",
@@ -77,7 +79,7 @@ def _follow(client, job_id: str, last_event_id: str | None, args: argparse.Names
     if args.json:
         status = print_json_events(events, sys.stdout)
     else:
-        status = print_events(events, sys.stdout, sys.stderr, args.separator, StatusLine.for_terminal(sys.stderr))
+        status = print_events(events, sys.stdout, sys.stderr, args.separator, StatusLine.for_terminal(sys.stderr, sys.stdout))
     if status is None:
         print("error: the stream ended without an end event", file=sys.stderr)
         return 1

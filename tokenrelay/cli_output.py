@@ -3,7 +3,8 @@
 The status line goes to stderr, and only when stderr is a terminal. It is drawn after the text
 printed so far (cursor saved first) and erased before anything else is printed (cursor restored,
 screen cleared below it), so the answer on stdout never contains a trace of it, and nothing is
-left of it at the end.
+left of it at the end. It is cut to the room left on the current line: a status that wrapped at
+the bottom of the screen would scroll it, and the saved cursor would no longer match the text.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from typing import TextIO
 
 SAVE_CURSOR, RESTORE_AND_CLEAR = "\x1b7", "\x1b8\x1b[J"
 DIM, RESET = "\x1b[2m", "\x1b[0m"
+DEFAULT_COLUMNS = 80  # a terminal that reports no size
 
 
 class StatusLine:
-    def __init__(self, err: TextIO, enabled: bool, clock=time.monotonic) -> None:
+    def __init__(self, err: TextIO, enabled: bool, clock=time.monotonic, shares_line: bool = False) -> None:
         self.err = err
         self.enabled = enabled
+        self.shares_line = shares_line  # stdout is the same terminal: the status follows the text
+        self.column = 0
         self.clock = clock
         self.started = clock()
         self.first_token_at: float | None = None
@@ -29,9 +33,23 @@ class StatusLine:
         self.drawn = False
 
     @classmethod
-    def for_terminal(cls, err: TextIO) -> "StatusLine":
+    def for_terminal(cls, err: TextIO, out: TextIO) -> "StatusLine":
         enabled = err.isatty() and os.environ.get("TERM", "") != "dumb"
-        return cls(err, enabled)
+        return cls(err, enabled, shares_line=out.isatty())
+
+    def columns(self) -> int:
+        try:
+            return os.get_terminal_size(self.err.fileno()).columns or DEFAULT_COLUMNS
+        except (OSError, ValueError, AttributeError):
+            return DEFAULT_COLUMNS
+
+    def printed(self, text: str) -> None:
+        """Follow the cursor's column through text printed on stdout (wide characters count as one)."""
+        if not self.shares_line:
+            return
+        head, newline, tail = text.rpartition("\n")
+        self.column = len(tail) if newline else self.column + len(text)
+        self.column %= self.columns()
 
     def text(self) -> str:
         now = self.clock()
@@ -57,7 +75,11 @@ class StatusLine:
         if not self.enabled:
             return
         self.hide()
-        self.err.write(f"{SAVE_CURSOR}{DIM}  [{self.text()}]{RESET}")
+        room = self.columns() - self.column - 1
+        status = f"  [{self.text()}]"
+        if room < 12:
+            return
+        self.err.write(f"{SAVE_CURSOR}{DIM}{status[:room]}{RESET}")
         self.err.flush()
         self.drawn = True
 
