@@ -93,6 +93,27 @@ def test_token_boundaries_toggle_outlines_each_token(page: Page, gateway_url: st
     assert border == "solid"
 
 
+def test_a_failed_job_shows_its_error(page: Page, gateway_url: str):
+    page.goto(gateway_url)
+    expect(page.locator("#model option")).to_have_count(4)
+    page.select_option("#model", "openai:error-401")
+    page.fill("#prompt", "this will fail")
+    page.click("#send")
+    wait_state(page, "failed")
+    expect(page.locator("#error")).to_have_text("the model provider returned an error")
+    assert page.locator("#status-text").text_content().startswith("Failed · 0 tokens")
+
+
+def test_input_the_gateway_refuses_shows_its_message(page: Page, gateway_url: str):
+    page.goto(gateway_url)
+    expect(page.locator("#model option")).to_have_count(4)
+    page.fill("#prompt", "x" * 200_001)  # over the gateway's max_message_chars
+    page.click("#send")
+    expect(page.locator("#error")).to_have_text("message 0 is longer than 200000 characters")
+    assert page.locator("#job").is_hidden()
+    assert httpx.get(f"{gateway_url}/v1/jobs").json()["data"] == []
+
+
 def test_stop_cancels_the_job(page: Page, gateway_url: str):
     job_id = ask(page, gateway_url, "a long answer", 3000)
     expect(page.locator("#answer .tok").nth(2)).to_be_visible()
