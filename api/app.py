@@ -16,9 +16,9 @@ from tokenrelay.settings import Settings
 from tokenrelay.store import JobScripts
 from worker.celery_app import create_celery_app, enqueue_job
 
+from . import jobs_list, metrics, openai_compat, webpage
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
-from . import jobs_list, metrics, openai_compat, webpage
 from .metrics import GatewayMetrics, MeteredRelay
 from .routes import router
 
@@ -68,9 +68,9 @@ def create_app(settings: Settings) -> FastAPI:
         redis = _redis_pool(settings)
         reader_redis = _reader_connection(settings)
         celery_app = create_celery_app(settings)
-        relay = MeteredRelay(redis, reader_redis, keys, metrics=app.state.metrics, block_ms=settings.reader_block_ms,
-                      history_batch=settings.history_batch, client_buffer_events=settings.client_buffer_events,
-                      keepalive_s=settings.keepalive_s)
+        relay = MeteredRelay(redis, reader_redis, keys, metrics=app.state.metrics,
+                             block_ms=settings.reader_block_ms, history_batch=settings.history_batch,
+                             client_buffer_events=settings.client_buffer_events, keepalive_s=settings.keepalive_s)
         state = app.state
         state.settings, state.keys, state.redis, state.relay = settings, keys, redis, relay
         state.scripts = JobScripts(redis, keys)

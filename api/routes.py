@@ -85,7 +85,7 @@ async def start_job(body: JobRequest, request: Request) -> JobRecord:
     ttl_s = int(state.settings.retention_s + state.settings.job_timeout_s)
     record = await create_job(state.redis, state.keys, job_id=job_id, model=body.model, request=request_doc,
                               metadata=body.metadata, ttl_s=ttl_s)
-    if getattr(state.settings, "log_prompts", False):  # a debug setting: prompts stay out of logs otherwise
+    if state.settings.log_prompts:  # a debug setting: prompts stay out of logs otherwise
         log.info("job %s prompt: %s", job_id, protocol.dumps(messages))
     try:
         await anyio.to_thread.run_sync(state.enqueue, job_id)
@@ -93,8 +93,7 @@ async def start_job(body: JobRequest, request: Request) -> JobRecord:
         log.warning("could not enqueue job %s: %s", job_id, exc)
         await delete_job(state.redis, state.keys, job_id)
         raise ServiceUnavailable("the job queue is unavailable; retry shortly") from None
-    if getattr(state, "metrics", None) is not None:
-        state.metrics.jobs_submitted.labels(body.model).inc()
+    state.metrics.jobs_submitted.labels(body.model).inc()
     log.info("job %s queued (model %s)", job_id, body.model)
     return record
 
