@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import logging
+import os
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -15,9 +16,10 @@ from tokenrelay.settings import Settings
 from tokenrelay.store import JobScripts
 from worker.celery_app import TaskSender, create_celery_app
 
+from . import jobs_list, metrics, openai_compat, webpage
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
-from .relay import Relay
+from .metrics import GatewayMetrics, MeteredRelay
 from .routes import router
 
 log = logging.getLogger("tokenrelay.gateway")
@@ -67,13 +69,14 @@ def create_app(settings: Settings) -> FastAPI:
         redis = _redis_pool(settings)
         reader_redis = _reader_connection(settings)
         celery_app = create_celery_app(settings)
-        relay = Relay(redis, reader_redis, keys, block_ms=settings.reader_block_ms,
-                      history_batch=settings.history_batch, client_buffer_events=settings.client_buffer_events,
-                      keepalive_s=settings.keepalive_s)
+        relay = MeteredRelay(redis, reader_redis, keys, metrics=app.state.metrics,
+                             block_ms=settings.reader_block_ms, history_batch=settings.history_batch,
+                             client_buffer_events=settings.client_buffer_events, keepalive_s=settings.keepalive_s)
         state = app.state
         state.settings, state.keys, state.redis, state.relay = settings, keys, redis, relay
         state.scripts = JobScripts(redis, keys)
         state.tasks = TaskSender(celery_app)
+        state.started_at = int(time.time())
         try:
             await _warm(redis, settings.redis_pool_size)
         except Exception as exc:  # noqa: BLE001 - start anyway; /ready reports Redis as down
@@ -95,13 +98,23 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.state.metrics = GatewayMetrics()
+    metrics.count_redis_errors(app, app.state.metrics)
     app.include_router(router)
+    app.include_router(jobs_list.router)
+    app.include_router(openai_compat.router)
+    app.include_router(metrics.router)
+    app.include_router(webpage.router)
+    app.mount("/web", webpage.static_files(), name="web")
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     return app
 
 
 def app_from_env() -> FastAPI:
     """Zero-argument factory for `uvicorn --factory api.app:app_from_env`: settings from the environment."""
+    from tokenrelay.logs import configure_logging
     from tokenrelay.settings import load_settings
 
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_logging(settings)
+    return create_app(settings)

@@ -105,11 +105,8 @@ def _sse_response(request: Request, job_id: str, after: EventId | None, headers:
     return StreamingResponse(frames(), media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
 
 
-@router.post("/v1/jobs", status_code=202, response_model=JobCreated,
-             responses={200: {**SSE_RESPONSE, "description": "With `stream: true`: " + SSE_RESPONSE["description"]},
-                        **_responses(400, 413, 503)},
-             summary="Submit a job")
-async def submit_job(body: JobRequest, request: Request, response: Response) -> JobCreated:
+async def start_job(body: JobRequest, request: Request) -> JobRecord:
+    """Check limits, store the record and enqueue the job: the one path every API that runs a job takes."""
     state = request.app.state
     if body.graph is not None:
         _check_max_tokens(body, state.settings)
@@ -121,18 +118,31 @@ async def submit_job(body: JobRequest, request: Request, response: Response) -> 
     ttl_s = int(state.settings.retention_s + state.settings.job_timeout_s)
     record = await create_job(state.redis, state.keys, job_id=job_id, model=model, request=request_doc,
                               metadata=body.metadata, ttl_s=ttl_s)
+    if state.settings.log_prompts:  # a debug setting: prompts stay out of logs otherwise
+        log.info("job %s request: %s", job_id, protocol.dumps(request_doc))
     try:
         await state.tasks.send(job_id)
     except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep no orphan record
         log.warning("could not enqueue job %s: %s", job_id, exc)
         await delete_job(state.redis, state.keys, job_id)
         raise ServiceUnavailable("the job queue is unavailable; retry shortly") from None
+    state.metrics.jobs_submitted.labels(model).inc()
+    log.info("job %s queued (model %s)", job_id, model)
+    return record
+
+
+@router.post("/v1/jobs", status_code=202, response_model=JobCreated,
+             responses={200: {**SSE_RESPONSE, "description": "With `stream: true`: " + SSE_RESPONSE["description"]},
+                        **_responses(400, 413, 503)},
+             summary="Submit a job")
+async def submit_job(body: JobRequest, request: Request, response: Response) -> JobCreated:
+    record = await start_job(body, request)
     if body.stream:  # one round trip: the submitter reads the stream from its first event
-        return _sse_response(request, job_id, None, {"Location": f"/v1/jobs/{job_id}", "X-Tokenrelay-Job-Id": job_id},
-                             fresh=True)
-    response.headers["Location"] = f"/v1/jobs/{job_id}"
-    return JobCreated(id=job_id, status="queued", model=model, created_at=record.created_at,
-                      stream_url=_stream_url(job_id), metadata=body.metadata, graph=body.graph)
+        return _sse_response(request, record.id, None,
+                             {"Location": f"/v1/jobs/{record.id}", "X-Tokenrelay-Job-Id": record.id}, fresh=True)
+    response.headers["Location"] = f"/v1/jobs/{record.id}"
+    return JobCreated(id=record.id, status="queued", model=record.model, created_at=record.created_at,
+                      stream_url=_stream_url(record.id), metadata=body.metadata, graph=body.graph)
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobView, responses=_responses(400, 404, 503),

@@ -6,9 +6,12 @@
     tokenrelay run      submit a job and print its tokens as they arrive
     tokenrelay watch    attach to a job's stream and print its tokens
     tokenrelay graph    run a registered LangGraph graph and print what it streams
+    tokenrelay jobs     list recent jobs
 
 `run` and `watch` print tokens on stdout and everything else on stderr (`run` starts with
-`job <id>`, for a later `watch`). Ctrl-C during `run` cancels the job; during `watch` it only
+`job <id>`, for a later `watch`). On a terminal, a status line (tokens, tokens/s, elapsed) follows
+the text on stderr and is erased at the end; piped output gets nothing extra. `--json` prints
+every event as a JSON line instead. Ctrl-C during `run` cancels the job; during `watch` it only
 detaches. Exit codes: 0 succeeded, 1 failed (or an error talking to the gateway), 2 cancelled,
 130 interrupted.
 """
@@ -21,29 +24,40 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
+from .cli_output import StatusLine, print_jobs, print_json_events
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 2}
 EXIT_INTERRUPTED = 130
 GATEWAY_SHUTDOWN_GRACE_S = 5
 
 
-def print_events(events: Iterable, out: TextIO, err: TextIO, separator: str | None = None) -> str | None:
+def print_events(events: Iterable, out: TextIO, err: TextIO, separator: str | None = None,
+                 status_line: StatusLine | None = None) -> str | None:
     """Write each token's text to `out` as it arrives, then a newline; return the job's final status
     (None if the events stopped before the `end` event).
 
     An `error` event's message goes to `err`. A `reset` (the job restarted on another attempt) is
-    noted on `err`, and the new attempt's text starts on a new line of `out`.
+    noted on `err`, and the new attempt's text starts on a new line of `out`. `status_line`, when
+    given, is kept up to date after each event and erased before anything is printed.
     """
+    status_line = status_line or StatusLine(err, enabled=False)
     end = separator or ""
     line_open = printed = False
     status = None
+    status_line.show()
     for event in events:
+        status_line.hide()
         if event.event == "token":
             print(event.data["text"], end=end, file=out, flush=True)
             line_open = printed = True
+            status_line.printed(event.data["text"] + end)
+            status_line.count(event.data.get("count", 1))
+            status_line.show()
             continue
         if line_open and event.event in ("reset", "error"):
             print(file=out, flush=True)
+            status_line.printed("\n")
             line_open = False
         if event.event == "reset":
             print(f"[job restarted: attempt {event.data.get('attempt')} ({event.data.get('reason', '')})]",
@@ -54,13 +68,19 @@ def print_events(events: Iterable, out: TextIO, err: TextIO, separator: str | No
         elif event.event == "end":
             status = event.data.get("status")
             break
+        status_line.show()
+    status_line.hide()
     if line_open or not printed:
         print(file=out, flush=True)
     return status
 
 
-def _follow(client, job_id: str, last_event_id: str | None, separator: str | None) -> int:
-    status = print_events(client.stream(job_id, last_event_id=last_event_id), sys.stdout, sys.stderr, separator)
+def _follow(client, job_id: str, last_event_id: str | None, args: argparse.Namespace) -> int:
+    events = client.stream(job_id, last_event_id=last_event_id)
+    if args.json:
+        status = print_json_events(events, sys.stdout)
+    else:
+        status = print_events(events, sys.stdout, sys.stderr, args.separator, StatusLine.for_terminal(sys.stderr, sys.stdout))
     if status is None:
         print("error: the stream ended without an end event", file=sys.stderr)
         return 1
@@ -82,7 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         try:
             job_id = client.submit(args.prompt, model=args.model, params=params)["id"]
             print(f"job {job_id}", file=sys.stderr, flush=True)
-            return _follow(client, job_id, None, args.separator)
+            return _follow(client, job_id, None, args)
         except ClientError as exc:
             return _client_failed(exc)
         except httpx.HTTPError as exc:
@@ -102,7 +122,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
     with Client(args.url) as client:
         try:
-            return _follow(client, args.job_id, args.last_event_id, args.separator)
+            return _follow(client, args.job_id, args.last_event_id, args)
         except ClientError as exc:
             return _client_failed(exc)
         except httpx.HTTPError as exc:
@@ -135,6 +155,22 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     if status != "succeeded":
         print(f"job {job_id} {status}", file=sys.stderr)
     return EXIT_CODES.get(status, 1)
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    import httpx
+
+    from .client import Client
+    from .errors import ClientError
+
+    with Client(args.url) as client:
+        try:
+            print_jobs(client.list_jobs(limit=args.limit), sys.stdout, args.json)
+        except ClientError as exc:
+            return _client_failed(exc)
+        except httpx.HTTPError as exc:
+            return _unreachable(exc, args.url)
+    return 0
 
 
 def _client_failed(exc: Exception) -> int:
@@ -245,11 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     from .graph_cli import add_graph_command
 
     add_graph_command(commands, default_url, _cmd_graph)
+    jobs = commands.add_parser("jobs", help="list recent jobs, newest first")
+    jobs.add_argument("--limit", type=_positive_int, default=20, help="how many (default 20, at most 200)")
+    jobs.add_argument("--json", action="store_true", help="one JSON object per job")
+    jobs.add_argument("--url", default=default_url, help=f"the gateway (default: $TOKENRELAY_URL or {DEFAULT_URL})")
+    jobs.set_defaults(handler=_cmd_jobs)
     return parser
 
 
 def _add_stream_options(parser: argparse.ArgumentParser, default_url: str) -> None:
     parser.add_argument("--separator", default=None, help="printed after each token event's text")
+    parser.add_argument("--json", action="store_true",
+                        help="print every event as one JSON object per line ({id, event, data}), for scripts")
     parser.add_argument("--url", default=default_url, help=f"the gateway (default: $TOKENRELAY_URL or {DEFAULT_URL})")
 
 

@@ -139,6 +139,12 @@ class Client:
         _raise_for_error(response)
         return response.json()
 
+    def list_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Recent jobs, newest first."""
+        response = self._http.get("/v1/jobs", params={"limit": limit})
+        _raise_for_error(response)
+        return response.json()["data"]
+
     def stream(self, job_id: str, last_event_id: str | None = None, *,
                filters: dict[str, Any] | None = None) -> Iterator[Event]:
         """Events until `end`; `filters` (tags, node, events, final_only) choose this reader's view."""
@@ -204,6 +210,12 @@ class AsyncClient:
         response = await self._http.post(f"/v1/jobs/{job_id}/cancel")
         _raise_for_error(response)
         return response.json()
+
+    async def list_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Recent jobs, newest first."""
+        response = await self._http.get("/v1/jobs", params={"limit": limit})
+        _raise_for_error(response)
+        return response.json()["data"]
 
     async def stream(self, job_id: str, last_event_id: str | None = None, *,
                      filters: dict[str, Any] | None = None) -> AsyncIterator[Event]:

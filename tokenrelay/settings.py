@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing import Annotated
+from typing import Annotated, Literal
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_GRAPHS = {
@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     # between them. Before the first event a retry is invisible; after it, readers get a `reset`.
     provider_attempts: int = Field(default=3, ge=1, le=10)
     provider_retry_delays_s: Annotated[list[float], NoDecode] = [0.5, 2.0]
+
+    # Observability. `log_format="json"` writes one JSON object per line; prompts are never logged
+    # unless `log_prompts` (a debug setting) is on. The worker serves Prometheus metrics on
+    # `worker_metrics_port` when it is set (the gateway serves them at /metrics).
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    log_prompts: bool = False
+    worker_metrics_port: int | None = None
 
     @field_validator("models", mode="before")
     @classmethod

@@ -10,9 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from celery import Celery, signals
 from redis.exceptions import RedisError
 
+from tokenrelay.logs import configure_logging
 from tokenrelay.protocol import check_job_id
 from tokenrelay.settings import Settings
 
+from .metrics import worker_metrics
 from .runtime import WorkerRuntime
 
 TASK_NAME = "tokenrelay.run_job"
@@ -61,11 +63,17 @@ def create_celery_app(settings: Settings) -> Celery:
     def _start(sender=None, **_: object) -> None:
         if getattr(sender, "app", None) is app:
             runtime_holder.get()
+            if settings.worker_metrics_port:
+                worker_metrics().serve(settings.worker_metrics_port)
 
     def _stop(sender=None, **_: object) -> None:
         if getattr(sender, "app", None) is app or sender is None:
             runtime_holder.close()
 
+    if settings.log_format == "json":
+        # A receiver of setup_logging replaces Celery's own logging set-up in the worker.
+        signals.setup_logging.connect(lambda **_: configure_logging(settings), weak=False,
+                                      dispatch_uid="tokenrelay-logging")
     signals.worker_ready.connect(_start, weak=False)
     signals.worker_shutdown.connect(_stop, weak=False)
     signals.worker_process_shutdown.connect(lambda **_: runtime_holder.close(), weak=False)

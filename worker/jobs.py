@@ -15,6 +15,7 @@ from tokenrelay.protocol import Keys
 from tokenrelay.settings import Settings
 from tokenrelay.store import JobScripts, load_job, utc_now
 
+from .metrics import worker_metrics
 from .publisher import JobStream, StreamPublisher
 
 log = logging.getLogger("tokenrelay.worker")
@@ -118,8 +119,12 @@ async def _generate(services: JobServices, record, stream: JobStream, outcome: r
             return runner.stream_chat(model, messages, outcome)
 
     policy = RetryPolicy(settings.provider_attempts, tuple(settings.provider_retry_delays_s))
+    metrics = worker_metrics()
     async for event in with_retries(run, outcome, policy, stream.attempt):
+        if outcome.tokens == 0 and event.type == protocol.TOKEN:
+            metrics.first_token(record.created_at)
         stream.emit(event)
+    metrics.tokens.inc(outcome.tokens)
 
 
 async def _finish(

@@ -18,16 +18,19 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
 
 from tokenrelay import graphs
-from tokenrelay.protocol import Keys
+from tokenrelay.protocol import TERMINAL_STATUSES, Keys
 from tokenrelay.settings import Settings
 from tokenrelay.store import JobScripts
 
 from .jobs import JobServices, execute_job
+from .metrics import worker_metrics
 from .publisher import StreamPublisher
 
 log = logging.getLogger("tokenrelay.worker")
@@ -84,7 +87,20 @@ class WorkerRuntime:
     def run_job(self, job_id: str) -> str:
         """Run one attempt of a job to its end; blocks the calling (Celery) thread."""
         self._ready.wait()
-        return asyncio.run_coroutine_threadsafe(execute_job(self._services, job_id), self.loop).result()
+        metrics = worker_metrics()
+        started = time.monotonic()
+        metrics.running.inc()
+        try:
+            status = asyncio.run_coroutine_threadsafe(execute_job(self._services, job_id), self.loop).result()
+        except RedisError:
+            metrics.redis_errors.inc()
+            raise
+        finally:
+            metrics.running.dec()
+        metrics.jobs.labels(status).inc()
+        if status in TERMINAL_STATUSES:
+            metrics.duration.labels(status).observe(time.monotonic() - started)
+        return status
 
     # -- inside the loop ----------------------------------------------------------------------------
 

@@ -1,0 +1,52 @@
+"""`GET /v1/jobs`: the most recent jobs, newest first, from the store's `recent` index."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from tokenrelay.store import JobRecord
+
+from .errors import ERROR_RESPONSES
+
+router = APIRouter()
+
+MAX_LIMIT = 200
+
+
+class JobSummary(BaseModel):
+    id: str
+    status: str
+    model: str
+    created_at: str
+    finished_at: str | None
+    output_tokens: int | None
+    stream_url: str
+
+
+class JobList(BaseModel):
+    object: str = "list"
+    data: list[JobSummary]
+
+
+def _summary(record: JobRecord) -> JobSummary:
+    return JobSummary(id=record.id, status=record.status, model=record.model, created_at=record.created_at,
+                      finished_at=record.finished_at,
+                      output_tokens=(record.usage or {}).get("output_tokens"),
+                      stream_url=f"/v1/jobs/{record.id}/stream")
+
+
+@router.get("/v1/jobs", response_model=JobList, responses={400: ERROR_RESPONSES[400], 503: ERROR_RESPONSES[503]},
+            summary="Recent jobs, newest first")
+async def list_jobs(request: Request, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20) -> JobList:
+    state = request.app.state
+    raw_ids = await state.redis.zrevrange(state.keys.recent, 0, limit - 1)
+    job_ids = [raw.decode() for raw in raw_ids]
+    async with state.redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hgetall(state.keys.meta(job_id))
+        records = await pipe.execute() if job_ids else []
+    # Expired jobs leave their id in the index until it is trimmed: skip them.
+    return JobList(data=[_summary(JobRecord.from_hash(raw)) for raw in records if raw])

@@ -1,0 +1,128 @@
+"""The gateway's Prometheus metrics, served at `GET /metrics`.
+
+Counters are kept as things happen; gauges that describe Redis (queue depth, running jobs, live
+workers) are read from Redis when scraped, so every gateway reports the same cluster-wide values.
+One registry per app: several apps in one process (tests) never share counters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from tokenrelay.protocol import EventId
+
+from .relay import Relay
+
+log = logging.getLogger("tokenrelay.gateway")
+
+router = APIRouter(include_in_schema=False)
+
+TOKEN_MARK = b"\nevent: token\n"
+END_MARK = b"\nevent: end\n"
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.jobs_submitted = Counter("tokenrelay_jobs_submitted", "Jobs accepted by this gateway.", ["model"],
+                                      registry=registry)
+        self.jobs = Gauge("tokenrelay_jobs", "Jobs by status: queued (task messages waiting in the broker) and "
+                          "running (jobs holding a lease), cluster-wide.", ["status"], registry=registry)
+        self.queue_depth = Gauge("tokenrelay_queue_depth", "Task messages waiting in the Redis broker queue.",
+                                 registry=registry)
+        self.workers = Gauge("tokenrelay_workers_alive", "Worker processes that renewed their heartbeat recently.",
+                             registry=registry)
+        self.token_events = Counter("tokenrelay_token_events_relayed", "Token events sent to clients (one per "
+                                    "reader).", registry=registry)
+        self.active_streams = Gauge("tokenrelay_active_streams", "Jobs this gateway is relaying live.",
+                                    registry=registry)
+        self.active_readers = Gauge("tokenrelay_active_readers", "Clients reading a job's stream from this "
+                                    "gateway.", registry=registry)
+        self.slow_reader_disconnects = Counter("tokenrelay_slow_reader_disconnects", "Readers cut off because they "
+                                               "fell client_buffer_events behind.", registry=registry)
+        self.redis_errors = Counter("tokenrelay_redis_errors", "Redis commands that failed, by where.", ["where"],
+                                    registry=registry)
+
+
+class MeteredRelay(Relay):
+    """The relay, counting what it sends. Counting stays out of the relay's hot path: one scan per chunk."""
+
+    def __init__(self, *args, metrics: GatewayMetrics, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.metrics = metrics
+        # The shared reader retries by itself after an error; count those errors on the way.
+        read = self.reader_redis.xread
+
+        async def counted_xread(*read_args, **read_kwargs):
+            try:
+                return await read(*read_args, **read_kwargs)
+            except RedisError:
+                metrics.redis_errors.labels("relay").inc()
+                raise
+
+        self.reader_redis.xread = counted_xread
+
+    async def follow(self, job_id: str, after: EventId | None) -> AsyncIterator[bytes]:
+        ended = False
+        async for chunk in super().follow(job_id, after):
+            tokens = chunk.count(TOKEN_MARK)
+            if tokens:
+                self.metrics.token_events.inc(tokens)
+            ended = ended or END_MARK in chunk
+            yield chunk
+        # Reached only when the relay ended the stream itself (not when the client left): without
+        # an `end`, that means the reader fell too far behind.
+        if not ended:
+            self.metrics.slow_reader_disconnects.inc()
+
+
+def count_redis_errors(app: FastAPI, metrics: GatewayMetrics) -> None:
+    """Count the Redis failures the gateway answers with 503, keeping the existing handlers."""
+    for kind in (RedisConnectionError, RedisTimeoutError):
+        handler = app.exception_handlers.get(kind)
+        if handler is None:
+            continue
+
+        async def counting(request: Request, exc: Exception, _handler=handler):
+            metrics.redis_errors.labels("request").inc()
+            return await _handler(request, exc)
+
+        app.exception_handlers[kind] = counting
+
+
+async def _refresh(request: Request, metrics: GatewayMetrics) -> None:
+    state = request.app.state
+    relay = state.relay
+    metrics.active_streams.set(len(relay.hubs))
+    metrics.active_readers.set(relay.reader_count)
+    try:
+        seconds, _ = await state.redis.time()
+        alive_since_ms = (seconds - 3 * state.settings.lease_ttl_s) * 1000
+        async with state.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(state.keys.running)
+            pipe.zcount(state.keys.workers, alive_since_ms, "+inf")
+            pipe.llen(state.settings.queue_name)
+            running, workers, queued = await pipe.execute()
+    except RedisError as exc:
+        metrics.redis_errors.labels("metrics").inc()
+        log.warning("metrics: redis unavailable: %s", type(exc).__name__)
+        return
+    metrics.workers.set(workers)
+    metrics.jobs.labels("running").set(running)
+    if state.settings.broker_url is None:  # the queue lives in this Redis (a Celery list of task messages)
+        metrics.queue_depth.set(queued)
+        metrics.jobs.labels("queued").set(queued)
+
+
+@router.get("/metrics")
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: GatewayMetrics = request.app.state.metrics
+    await _refresh(request, metrics)
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

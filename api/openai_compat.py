@@ -1,0 +1,203 @@
+"""OpenAI-compatible endpoints: `POST /v1/chat/completions` and `GET /v1/models`.
+
+Deliberate choices (read before changing):
+- Each request is an ordinary tokenrelay job, submitted through the same `start_job` as
+  `POST /v1/jobs`, and read through the process's relay like any other reader: the answer carries
+  `X-Tokenrelay-Job-Id`, so a client whose connection dropped can re-attach at
+  `/v1/jobs/{id}/stream`. Closing the connection does not cancel the job, for the same reason.
+- A `token` event that carries several tokens (`count` > 1) becomes one chunk with their text.
+- The first chunk carries the role and is sent at once; `finish_reason` comes in the last chunk
+  with an empty delta; with `stream_options.include_usage` every chunk has `"usage": null` and
+  one more chunk with no choices carries the usage. Then `data: [DONE]`. This is OpenAI's order.
+- After a `reset` (the job restarted on another worker) the new attempt's text is sent only past
+  what the client already has, as long as it agrees with it; if it disagrees the stream ends with
+  an error chunk, since a chat completion stream cannot take text back.
+- A failed job answers 5xx with `x-should-retry: false`: the SDK would otherwise run it again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from tokenrelay import protocol
+from tokenrelay.sse import Event, SSEParser
+
+from .errors import ERROR_RESPONSES
+from .openai_schemas import ChatCompletionRequest
+from .routes import SSE_HEADERS, start_job
+
+router = APIRouter(tags=["OpenAI-compatible"])
+
+JOB_ID_HEADER = "X-Tokenrelay-Job-Id"
+DONE_LINE = b"data: [DONE]\n\n"
+# A failed job's error type -> HTTP status of a non-streaming answer.
+FAILURE_STATUS = {"timeout": 504, "provider_error": 502, "provider_unavailable": 502}
+
+
+def _data_line(body: dict[str, Any]) -> bytes:
+    return b"data: " + protocol.dumps(body).encode() + b"\n\n"
+
+
+def _usage(end: dict[str, Any]) -> dict[str, int]:
+    usage = end.get("usage") or {}
+    prompt, completion = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": int(usage.get("total_tokens", prompt + completion))}
+
+
+def _error_body(message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+async def job_events(request: Request, job_id: str) -> AsyncIterator[Event | None]:
+    """A job's events from its start through the process's relay; None for each keepalive."""
+    parser = SSEParser()
+    async for chunk in request.app.state.relay.follow(job_id, None):
+        if chunk == protocol.KEEPALIVE_FRAME:
+            yield None
+            continue
+        for event in parser.feed(chunk.decode()):
+            yield event
+
+
+class _Answer:
+    """The answer's text across attempts (see the module docstring on `reset`)."""
+
+    def __init__(self) -> None:
+        self.sent = ""
+        self.attempt_text = ""
+
+    def reset(self) -> None:
+        self.attempt_text = ""
+
+    def add(self, text: str) -> str | None:
+        """The part of `text` the client does not have yet; None if it contradicts what was sent."""
+        self.attempt_text += text
+        if len(self.attempt_text) <= len(self.sent):
+            return "" if self.sent.startswith(self.attempt_text) else None
+        if not self.attempt_text.startswith(self.sent):
+            return None
+        new, self.sent = self.attempt_text[len(self.sent):], self.attempt_text
+        return new
+
+
+class _Chunks:
+    """`chat.completion.chunk` lines of one completion."""
+
+    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
+        self.base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                     "system_fingerprint": None}
+        self.include_usage = include_usage
+
+    def choice(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        body = {**self.base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                          "finish_reason": finish_reason}]}
+        if self.include_usage:
+            body["usage"] = None
+        return _data_line(body)
+
+    def usage(self, end: dict[str, Any]) -> bytes:
+        return _data_line({**self.base, "choices": [], "usage": _usage(end)})
+
+
+async def _stream(request: Request, job_id: str, chunks: _Chunks) -> AsyncIterator[bytes]:
+    yield chunks.choice({"role": "assistant", "content": "", "refusal": None})
+    answer = _Answer()
+    async for event in job_events(request, job_id):
+        if event is None:
+            yield protocol.KEEPALIVE_FRAME
+        elif event.event == protocol.TOKEN:
+            new = answer.add(event.data["text"])
+            if new is None:
+                yield _data_line(_error_body("the job restarted with a different answer; read it at "
+                                             f"/v1/jobs/{job_id}", "stream_reset", "stream_reset"))
+                return
+            if new:
+                yield chunks.choice({"content": new})
+        elif event.event == protocol.RESET:
+            answer.reset()
+        elif event.event == protocol.ERROR:
+            yield _data_line(_error_body(event.data.get("message", "the job failed"), event.data.get("type", "error")))
+            return
+        elif event.event == protocol.END:
+            yield chunks.choice({}, event.data.get("finish_reason") or "stop")
+            if chunks.include_usage:
+                yield chunks.usage(event.data)
+            yield DONE_LINE
+            return
+
+
+async def _complete(request: Request, job_id: str, base: dict[str, Any]) -> JSONResponse:
+    parts: list[str] = []
+    error: dict[str, Any] | None = None
+    headers = {JOB_ID_HEADER: job_id}
+    async for event in job_events(request, job_id):
+        if event is None:
+            continue
+        if event.event == protocol.TOKEN:
+            parts.append(event.data["text"])
+        elif event.event == protocol.RESET:
+            parts.clear()
+        elif event.event == protocol.ERROR:
+            error = event.data
+        elif event.event == protocol.END:
+            if error is not None:
+                status = FAILURE_STATUS.get(error.get("type", ""), 500)
+                body = _error_body(error.get("message", "the job failed"), error.get("type", "error"))
+                return JSONResponse(body, status_code=status, headers={**headers, "x-should-retry": "false"})
+            choice = {"index": 0, "message": {"role": "assistant", "content": "".join(parts), "refusal": None},
+                      "logprobs": None, "finish_reason": event.data.get("finish_reason") or "stop"}
+            body = {**base, "object": "chat.completion", "system_fingerprint": None, "choices": [choice],
+                    "usage": _usage(event.data)}
+            return JSONResponse(body, headers=headers)
+    # The relay cut this reader off (it fell too far behind): the job goes on; say where to find it.
+    body = _error_body(f"the answer was interrupted; read it at /v1/jobs/{job_id}", "stream_interrupted")
+    return JSONResponse(body, status_code=503, headers={**headers, "Retry-After": "1"})
+
+
+@router.post(
+    "/v1/chat/completions",
+    responses={200: {"content": {"text/event-stream": {}}, "description": "A `chat.completion`, or with "
+                     "`stream: true` `chat.completion.chunk` lines ending with `data: [DONE]`."},
+               404: {"model": ERROR_RESPONSES[404]["model"], "description": "Unknown model."},
+               **{code: ERROR_RESPONSES[code] for code in (400, 413, 503)}},
+    summary="OpenAI-compatible chat completion (runs as a tokenrelay job)",
+)
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    settings = request.app.state.settings
+    if body.model not in settings.models:
+        message = f"The model `{body.model}` does not exist. Available: {', '.join(settings.models)}"
+        return JSONResponse(_error_body(message, "invalid_request_error", "model_not_found", "model"), status_code=404)
+    created = int(time.time())
+    record = await start_job(body.to_job(), request)
+    completion_id = f"chatcmpl-{record.id}"
+    if not body.stream:
+        return await _complete(request, record.id, {"id": completion_id, "created": created, "model": body.model})
+    chunks = _Chunks(completion_id, created, body.model, body.include_usage)
+    return StreamingResponse(_stream(request, record.id, chunks), media_type="text/event-stream",
+                             headers={**SSE_HEADERS, JOB_ID_HEADER: record.id})
+
+
+def _model_card(name: str, created: int) -> dict[str, Any]:
+    owner = "openai" if name.startswith("openai:") else "tokenrelay"
+    return {"id": name, "object": "model", "created": created, "owned_by": owner}
+
+
+@router.get("/v1/models", summary="The models a client may name (OpenAI format)")
+async def list_models(request: Request) -> dict[str, Any]:
+    settings = request.app.state.settings
+    created = request.app.state.started_at
+    return {"object": "list", "data": [_model_card(name, created) for name in settings.models]}
+
+
+@router.get("/v1/models/{model_id:path}", responses={404: ERROR_RESPONSES[404]}, summary="One model (OpenAI format)")
+async def get_model(model_id: str, request: Request):
+    if model_id not in request.app.state.settings.models:
+        return JSONResponse(_error_body(f"The model `{model_id}` does not exist", "invalid_request_error",
+                                        "model_not_found", "model"), status_code=404)
+    return _model_card(model_id, request.app.state.started_at)
