@@ -69,9 +69,9 @@ class MeteredRelay(Relay):
 
         self.reader_redis.xread = counted_xread
 
-    async def follow(self, job_id: str, after: EventId | None) -> AsyncIterator[bytes]:
+    async def follow(self, job_id: str, after: EventId | None, *args, **kwargs) -> AsyncIterator[bytes]:
         ended = False
-        async for chunk in super().follow(job_id, after):
+        async for chunk in super().follow(job_id, after, *args, **kwargs):
             tokens = chunk.count(TOKEN_MARK)
             if tokens:
                 self.metrics.token_events.inc(tokens)

@@ -16,6 +16,7 @@ from tokenrelay import Client
 from tokenrelay.demo import demo_tokens
 
 from .stack import Stack, wait_until
+from .conftest import TEST_SETTINGS
 
 PROMPT = "compare the streams"
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": PROMPT}]
@@ -97,7 +98,7 @@ def test_async_sdk_stream_and_completion(gateway_url):
 
 def test_models_list_and_retrieve(sdk):
     models = sdk.models.list()
-    assert [m.id for m in models.data] == ["demo", "openai:echo", "openai:drop-after-3", "openai:error-401"]
+    assert [m.id for m in models.data] == TEST_SETTINGS["models"].split(",")
     assert {m.object for m in models.data} == {"model"}
     assert sdk.models.retrieve("openai:echo").owned_by == "openai"
     with pytest.raises(openai.NotFoundError) as caught:
