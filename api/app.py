@@ -15,10 +15,13 @@ from tokenrelay.settings import Settings
 from tokenrelay.store import JobScripts
 from worker.celery_app import create_celery_app, enqueue_job
 
+from .auth import Authenticate, KeyRing, StreamTokens, token_secret
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
+from .quotas import RateLimit, ReaderSlots
 from .relay import Relay
 from .routes import router
+from .stream_tokens import router as stream_token_router
 
 log = logging.getLogger("tokenrelay.gateway")
 
@@ -60,6 +63,9 @@ async def _warm(redis: Redis, size: int) -> None:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    keyring = KeyRing(settings.api_keys)  # a malformed entry fails here, at start-up
+    stream_tokens = StreamTokens(token_secret(settings), settings.stream_token_ttl_s)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         keys = Keys(settings.key_prefix)
@@ -72,6 +78,11 @@ def create_app(settings: Settings) -> FastAPI:
         state = app.state
         state.settings, state.keys, state.redis, state.relay = settings, keys, redis, relay
         state.scripts = JobScripts(redis, keys)
+        state.stream_tokens = stream_tokens
+        state.reader_slots = ReaderSlots(settings.max_readers_per_job)
+        if not keyring.enabled:
+            log.warning("no API keys configured (TOKENRELAY_API_KEYS): authentication is off; "
+                        "serve on a loopback address only")
         state.enqueue = lambda job_id: enqueue_job(celery_app, job_id)
         try:
             await _warm(redis, settings.redis_pool_size)
@@ -94,7 +105,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(stream_token_router)
+    # The last added runs first: authenticate, then count the request, then read the body.
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute)
+    app.add_middleware(Authenticate, keyring=keyring, tokens=stream_tokens)
     return app
 
 

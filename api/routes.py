@@ -15,7 +15,9 @@ from tokenrelay.models import check_model
 from tokenrelay.protocol import EventId
 from tokenrelay.store import JobRecord, create_job, delete_job, load_job
 
+from .auth import principal_of
 from .errors import ERROR_RESPONSES
+from .quotas import admit_active_job, check_queue_depth, limit_duration, release_active_job
 from .schemas import CancelResult, Health, JobCreated, JobRequest, JobView, Readiness
 
 log = logging.getLogger("tokenrelay.gateway")
@@ -53,8 +55,12 @@ def _view(record: JobRecord) -> JobView:
 
 async def _record(request: Request, job_id: str) -> JobRecord:
     state = request.app.state
+    principal = principal_of(request)
     record = await load_job(state.redis, state.keys, protocol.check_job_id(job_id))
-    if record is None:
+    # Another key's job is a 404, like an unknown one: job ids must not be probeable.
+    if record is None or not principal.may_access(record.owner):
+        raise JobNotFound(job_id)
+    if principal.job_id is not None and principal.job_id != job_id:
         raise JobNotFound(job_id)
     return record
 
@@ -76,28 +82,35 @@ def _check_limits(body: JobRequest, request: Request) -> list[dict[str, str]]:
     return messages
 
 
-@router.post("/v1/jobs", status_code=202, response_model=JobCreated, responses=_responses(400, 413, 503),
-             summary="Submit a job")
+@router.post("/v1/jobs", status_code=202, response_model=JobCreated,
+             responses=_responses(400, 401, 413, 429, 503), summary="Submit a job")
 async def submit_job(body: JobRequest, request: Request, response: Response) -> JobCreated:
     state = request.app.state
+    principal = principal_of(request)
     messages = _check_limits(body, request)
     job_id = protocol.new_job_id()
+    await check_queue_depth(state.redis, state.settings)
+    await admit_active_job(state.redis, state.keys, state.settings, principal, job_id)
     request_doc = {"messages": messages, "params": body.params.model_dump(exclude_none=True)}
     ttl_s = int(state.settings.retention_s + state.settings.job_timeout_s)
-    record = await create_job(state.redis, state.keys, job_id=job_id, model=body.model, request=request_doc,
-                              metadata=body.metadata, ttl_s=ttl_s)
     try:
+        record = await create_job(state.redis, state.keys, job_id=job_id, model=body.model, request=request_doc,
+                                  metadata=body.metadata, ttl_s=ttl_s, owner=principal.name)
         await anyio.to_thread.run_sync(state.enqueue, job_id)
-    except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep no orphan record
-        log.warning("could not enqueue job %s: %s", job_id, exc)
-        await delete_job(state.redis, state.keys, job_id)
+    except Exception as exc:  # noqa: BLE001 - Redis or the broker is down: say so, keep no orphan record
+        log.warning("could not enqueue job %s: %s", job_id, type(exc).__name__)
+        try:
+            await delete_job(state.redis, state.keys, job_id)
+            await release_active_job(state.redis, state.keys, principal, job_id)
+        except Exception:  # noqa: BLE001 - Redis itself is gone; the record expires on its own
+            pass
         raise ServiceUnavailable("the job queue is unavailable; retry shortly") from None
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     return JobCreated(id=job_id, status="queued", model=body.model, created_at=record.created_at,
                       stream_url=_stream_url(job_id), metadata=body.metadata)
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobView, responses=_responses(400, 404, 503),
+@router.get("/v1/jobs/{job_id}", response_model=JobView, responses=_responses(400, 401, 404, 429, 503),
             summary="A job's status and output")
 async def get_job(job_id: str, request: Request) -> JobView:
     return _view(await _record(request, job_id))
@@ -108,7 +121,7 @@ async def get_job(job_id: str, request: Request) -> JobView:
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events: metadata, token, reset, "
               "error, end. Each has an id; resume with Last-Event-ID."},
-        **_responses(400, 404, 503),
+        **_responses(400, 401, 404, 429, 503),
     },
     summary="Stream a job's events (SSE)",
 )
@@ -117,6 +130,9 @@ async def stream_job(
     request: Request,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     last_event_id: Annotated[str | None, Query(max_length=64, description="Same as the Last-Event-ID header.")] = None,
+    token: Annotated[str | None, Query(max_length=1024, description="A stream token from POST "
+                                       "/v1/jobs/{job_id}/stream-token, for clients that cannot send headers. "
+                                       "Never an API key.")] = None,
 ) -> StreamingResponse:
     state = request.app.state
     await _record(request, job_id)
@@ -133,16 +149,17 @@ async def stream_job(
         async for chunk in state.relay.follow(job_id, after):
             yield chunk
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+    body = state.reader_slots.hold(job_id, limit_duration(frames(), state.settings.max_stream_s))
+    return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @router.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=CancelResult,
              responses={200: {"model": CancelResult, "description": "The job had already finished."},
-                        **_responses(400, 404, 503)},
+                        **_responses(400, 401, 404, 429, 503)},
              summary="Cancel a job")
 async def cancel_job(job_id: str, request: Request) -> JSONResponse:
     state = request.app.state
-    protocol.check_job_id(job_id)
+    await _record(request, job_id)
     outcome = await state.scripts.cancel(job_id, state.settings.retention_s)
     if outcome == "missing":
         raise JobNotFound(job_id)

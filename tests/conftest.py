@@ -19,6 +19,9 @@ TEST_SETTINGS = {
     "lease_ttl_s": 2,
     "reaper_interval_s": 0.25,
     "models": "demo,openai:echo,openai:drop-after-3,openai:error-401",
+    # Quotas have tests of their own (test_quotas.py); here they must not get in the way.
+    "rate_limit_per_minute": 1_000_000,
+    "max_active_jobs_per_key": 100_000,
 }
 
 

@@ -45,6 +45,7 @@ class JobRecord:
     metadata: dict[str, Any]
     request: dict[str, Any]
     cancel_requested: bool
+    owner: str | None = None  # the name of the API key that created it
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> "JobRecord":
@@ -69,6 +70,7 @@ class JobRecord:
             metadata=loads("metadata", {}),
             request=loads("request", {}),
             cancel_requested=fields.get("cancel_requested") == "1",
+            owner=fields.get("owner"),
         )
 
     @property
@@ -77,7 +79,8 @@ class JobRecord:
 
 
 async def create_job(
-    redis: Redis, keys: Keys, *, job_id: str, model: str, request: dict, metadata: dict, ttl_s: int
+    redis: Redis, keys: Keys, *, job_id: str, model: str, request: dict, metadata: dict, ttl_s: int,
+    owner: str = "",
 ) -> JobRecord:
     created_at = utc_now()
     meta_key = keys.meta(job_id)
@@ -89,6 +92,7 @@ async def create_job(
         "attempt": 0,
         "request": protocol.dumps(request),
         "metadata": protocol.dumps(metadata),
+        "owner": owner,
     }
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(meta_key, mapping=fields)
