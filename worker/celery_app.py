@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from tokenrelay.protocol import check_job_id
 from tokenrelay.settings import Settings
 
+from .broker import TRANSPORT as REDIS_TRANSPORT
 from .runtime import WorkerRuntime
 
 TASK_NAME = "tokenrelay.run_job"
@@ -42,6 +43,9 @@ def create_celery_app(settings: Settings) -> Celery:
         task_soft_time_limit=int(settings.job_timeout_s) + 30,
         worker_send_task_events=False,
     )
+    if settings.celery_broker_url.startswith(("redis://", "rediss://", "unix://")):
+        # Survives a broker connection loss with tasks in flight (see worker/broker.py).
+        app.conf.broker_transport = REDIS_TRANSPORT
     app.tokenrelay_settings = settings
     runtime_holder = _RuntimeHolder(app, settings)
     app.tokenrelay_runtime = runtime_holder
