@@ -26,6 +26,9 @@ from .stream_tokens import router as stream_token_router
 log = logging.getLogger("tokenrelay.gateway")
 
 POOL_WAIT_S = 5.0
+# Gateway commands are short (the blocking XREAD has its own connection): a stalled or
+# blackholed Redis must turn into a 503 within seconds, not hang a request.
+COMMAND_TIMEOUT_S = 3.0
 
 
 def _redis_pool(settings: Settings) -> Redis:
@@ -33,7 +36,7 @@ def _redis_pool(settings: Settings) -> Redis:
         settings.redis_url,
         max_connections=settings.redis_pool_size,
         timeout=POOL_WAIT_S,
-        socket_timeout=10,
+        socket_timeout=COMMAND_TIMEOUT_S,
         socket_connect_timeout=3,
         socket_keepalive=True,
         health_check_interval=30,

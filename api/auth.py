@@ -161,10 +161,10 @@ class Authenticate:
 
     def _authenticate(self, scope: Scope) -> Principal | str | None:
         path = scope["path"]
-        if not self.keyring.enabled:
-            return ANONYMOUS
         if path in PUBLIC_PATHS:
             return None
+        if not self.keyring.enabled:
+            return ANONYMOUS
         header = dict(scope["headers"]).get(b"authorization")
         if header is not None:
             scheme, _, key = header.decode("latin-1").partition(" ")

@@ -15,13 +15,13 @@ Deliberate choices (read before changing):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import weakref
 from collections import Counter
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenrelay import protocol
@@ -35,6 +35,8 @@ from .errors import error_response
 log = logging.getLogger("tokenrelay.gateway")
 
 WINDOW_S = 60
+# The count is skipped when Redis is this slow: the route will find out and answer 503 itself.
+COUNT_TIMEOUT_S = 1.0
 QUEUE_RETRY_AFTER_S = 5
 ACTIVE_RETRY_AFTER_S = 2
 
@@ -67,11 +69,11 @@ class RateLimit:
         window = int(now // WINDOW_S)
         key = _quota_key(state.keys, principal, f"rpm:{window}")
         try:
-            async with state.redis.pipeline(transaction=False) as pipe:
+            async with asyncio.timeout(COUNT_TIMEOUT_S), state.redis.pipeline(transaction=False) as pipe:
                 pipe.incr(key)
                 pipe.expire(key, WINDOW_S * 2)
                 count, _ = await pipe.execute()
-        except RedisError:
+        except Exception:  # noqa: BLE001 - Redis trouble of any kind: the route will say 503
             return None
         if count <= self.per_minute:
             return None

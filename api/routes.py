@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated
 
@@ -26,6 +27,9 @@ router = APIRouter()
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_RETRY_FRAME = b"retry: 1000\n\n"
+# While Redis or the broker is unreachable, answer 503 within this long instead of hanging.
+READY_TIMEOUT_S = 2.0
+SUBMIT_TIMEOUT_S = 5.0
 
 
 def _responses(*codes: int) -> dict:
@@ -82,13 +86,31 @@ def _check_limits(body: JobRequest, request: Request) -> list[dict[str, str]]:
     return messages
 
 
-@router.post("/v1/jobs", status_code=202, response_model=JobCreated,
-             responses=_responses(400, 401, 413, 429, 503), summary="Submit a job")
-async def submit_job(body: JobRequest, request: Request, response: Response) -> JobCreated:
-    state = request.app.state
-    principal = principal_of(request)
-    messages = _check_limits(body, request)
-    job_id = protocol.new_job_id()
+_cleanups: set[asyncio.Task] = set()
+FORGET_DELAYS_S = (0.0, 1.0, 5.0, 30.0)
+
+
+def _forget_later(state, principal, job_id: str) -> None:
+    """A submit that timed out answered 503: remove what it may have written, once Redis answers,
+    so the job does not hold its key's quota slot until it expires."""
+    async def forget() -> None:
+        for delay in FORGET_DELAYS_S:
+            await asyncio.sleep(delay)
+            try:
+                async with asyncio.timeout(READY_TIMEOUT_S):
+                    await delete_job(state.redis, state.keys, job_id)
+                    await release_active_job(state.redis, state.keys, principal, job_id)
+                return
+            except Exception:  # noqa: BLE001 - still unreachable: try again later
+                continue
+
+    task = asyncio.create_task(forget())
+    _cleanups.add(task)  # a reference, so the task is not collected before it ran
+    task.add_done_callback(_cleanups.discard)
+
+
+async def _admit(state, principal, body: JobRequest, messages: list[dict[str, str]], job_id: str) -> JobRecord:
+    """Quotas, then the record, then the broker; undone if the broker refuses."""
     await check_queue_depth(state.redis, state.settings)
     await admit_active_job(state.redis, state.keys, state.settings, principal, job_id)
     request_doc = {"messages": messages, "params": body.params.model_dump(exclude_none=True)}
@@ -105,6 +127,23 @@ async def submit_job(body: JobRequest, request: Request, response: Response) -> 
         except Exception:  # noqa: BLE001 - Redis itself is gone; the record expires on its own
             pass
         raise ServiceUnavailable("the job queue is unavailable; retry shortly") from None
+    return record
+
+
+@router.post("/v1/jobs", status_code=202, response_model=JobCreated,
+             responses=_responses(400, 401, 413, 429, 503), summary="Submit a job")
+async def submit_job(body: JobRequest, request: Request, response: Response) -> JobCreated:
+    state = request.app.state
+    principal = principal_of(request)
+    messages = _check_limits(body, request)
+    job_id = protocol.new_job_id()
+    try:
+        async with asyncio.timeout(SUBMIT_TIMEOUT_S):
+            record = await _admit(state, principal, body, messages, job_id)
+    except TimeoutError:
+        log.warning("submit of job %s timed out; Redis or the broker is not answering", job_id)
+        _forget_later(state, principal, job_id)
+        raise ServiceUnavailable("the job queue is not answering; retry shortly") from None
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     return JobCreated(id=job_id, status="queued", model=body.model, created_at=record.created_at,
                       stream_url=_stream_url(job_id), metadata=body.metadata)
@@ -186,10 +225,11 @@ async def health() -> Health:
 async def ready(request: Request) -> JSONResponse:
     state = request.app.state
     try:
-        await state.redis.ping()
-        seconds, _ = await state.redis.time()
-        alive_since_ms = (seconds - 3 * state.settings.lease_ttl_s) * 1000
-        workers = await state.redis.zcount(state.keys.workers, alive_since_ms, "+inf")
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await state.redis.ping()
+            seconds, _ = await state.redis.time()
+            alive_since_ms = (seconds - 3 * state.settings.lease_ttl_s) * 1000
+            workers = await state.redis.zcount(state.keys.workers, alive_since_ms, "+inf")
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         log.warning("readiness check failed: %s", type(exc).__name__)
         return JSONResponse(Readiness(status="unavailable", redis=False, workers=0).model_dump(), status_code=503)
