@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemory
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -21,6 +22,7 @@ from .schemas import ErrorBody
 log = logging.getLogger("tokenrelay.gateway")
 
 RETRY_AFTER_S = 1
+RETRY_AFTER_FULL_S = 30
 
 
 def error_response(status: int, error_type: str, message: str, param: str | None = None,
@@ -66,6 +68,12 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("redis unavailable: %s", exc)
         return error_response(503, "service_unavailable", "the job store is unavailable; retry shortly",
                               headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(RedisOutOfMemory)
+    async def _redis_full(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("redis refused a write: out of memory")
+        return error_response(503, "service_unavailable", "the job store is full; retry later",
+                              headers={"Retry-After": str(RETRY_AFTER_FULL_S)})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
