@@ -32,7 +32,8 @@ def test_worker_sigterm_mid_stream_finishes_the_job(redis_server, fault_settings
         stack.workers[0].signal(signal.SIGTERM)  # a deploy: warm shutdown
         stack.add_worker()
         summaries = [check_reader(r.join(), record(stack.url, job_id)) for r in readers]
-        assert {(s["status"], s["tokens"]) for s in summaries} == {("succeeded", 60)}
+        # Finished by the worker that was stopping: one attempt, no reset.
+        assert {(s["status"], s["tokens"], s["attempt"], s["resets"]) for s in summaries} == {("succeeded", 60, 1, 0)}
         wait_until(lambda: not stack.workers[0].alive(), timeout_s=20, message="the old worker to exit")
         # The new worker takes new jobs.
         new_job = submit(stack.url, {**SLOW_JOB, "params": {"max_tokens": 5, "tokens_per_second": 0}})
