@@ -11,7 +11,7 @@ from ..stack import Stack
 from .helpers import readers_mid_stream, record, submit
 from .invariants import check_reader
 
-HEADROOM_BYTES = 1_000_000  # the job's remaining tokens need ~3.6 MB
+HEADROOM_BYTES = 1_000_000
 
 
 def test_redis_out_of_memory_fails_the_job_clearly_and_serves_others(own_redis, fault_settings):
@@ -22,14 +22,15 @@ def test_redis_out_of_memory_fails_the_job_clearly_and_serves_others(own_redis, 
                                                                                   "tokens_per_second": 0}})
         before = readers_mid_stream(stack.urls, small, count=1, tokens=0)[0].join()
         admin = redis.Redis.from_url(server.url)
-        # The demo model echoes the prompt's words: 2,000 tokens of ~2 KB each.
+        baseline = admin.info("memory")["used_memory"]
+        # The demo model echoes the prompt's words: 2,000 tokens of ~2 KB each, 4 MB in all.
         prompt = " ".join(f"{i:04d}" + "y" * 2000 for i in range(2000))
         big = submit(stack.url, {"model": "demo", "prompt": prompt,
-                                 "params": {"max_tokens": 2010, "tokens_per_second": 200}})
-        # Mid-stream (once the submit's buffers are freed), memory runs out: the rest no longer fits.
-        readers = readers_mid_stream(stack.urls, big, count=2, tokens=100)
-        used = admin.info("memory")["used_memory"]
-        admin.config_set("maxmemory", used + HEADROOM_BYTES)
+                                 "params": {"max_tokens": 2010, "tokens_per_second": 100}})
+        readers = readers_mid_stream(stack.urls, big, count=2, tokens=1)
+        # Mid-stream, memory runs out: room for the job's record (it holds the prompt) and 1 MB
+        # more, so its stream can never fit, however far the worker got before this line.
+        admin.config_set("maxmemory", baseline + len(prompt) + HEADROOM_BYTES)
         for reader in readers:
             summary = check_reader(reader.join(), record(stack.url, big))
             assert summary["status"] == "failed"
