@@ -13,11 +13,11 @@ def check_reader(events, record: dict | None = None) -> dict:
     assert kinds.count("end") == 1 and kinds[-1] == "end", kinds[-5:]
     ids = [EventId.parse(e.id) for e in events]
     assert all(a < b for a, b in zip(ids, ids[1:])), "event ids must strictly increase: no duplicate, no reorder"
-    attempts = sorted({event_id.attempt for event_id in ids})
-    assert kinds.count("reset") <= len(attempts) - 1 or kinds.count("reset") <= 1
+    resets = [e.data["attempt"] for e in events if e.event == "reset"]
+    assert len(resets) == len(set(resets)) and all(attempt > 1 for attempt in resets), \
+        "at most one reset per new attempt"
     metadata = [e for e in events if e.event == "metadata"]
     final_attempt = metadata[-1].data["attempt"] if metadata else ids[-1].attempt
-    assert len([e for e in events if e.event == "reset" and e.data["attempt"] == final_attempt]) <= 1
     final = [e for e, event_id in zip(events, ids) if event_id.attempt == final_attempt]
     expected_index = 0
     for event in final:

@@ -41,6 +41,8 @@ def test_redis_out_of_memory_fails_the_job_clearly_and_serves_others(own_redis, 
         after = httpx.get(f"{stack.url}/v1/jobs/{small}/stream", timeout=10)
         assert after.status_code == 200 and after.text.count("event: ") == len(before)
         assert httpx.get(f"{stack.url}/health").status_code == 200
+        # (Memory may have drained below the limit once the job stopped: keep it full for this check.)
+        admin.config_set("maxmemory", admin.info("memory")["used_memory"] - 100_000)
         refused = httpx.post(f"{stack.url}/v1/jobs", json={"model": "demo", "prompt": "x"}, timeout=10)
         assert refused.status_code == 503 and "full" in refused.json()["error"]["message"]
         assert "Retry-After" in refused.headers
