@@ -6,7 +6,6 @@ import asyncio
 import logging
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -14,11 +13,12 @@ from tokenrelay import protocol
 from tokenrelay.errors import InvalidEventId, InvalidRequest, JobNotFound, ServiceUnavailable
 from tokenrelay.models import check_model
 from tokenrelay.protocol import EventId
-from tokenrelay.store import JobRecord, create_job, delete_job, load_job
+from tokenrelay.store import JobRecord, load_job
 
 from .auth import principal_of
 from .errors import ERROR_RESPONSES
-from .quotas import admit_active_job, check_queue_depth, limit_duration, release_active_job
+from .admission import admit, forget_later
+from .quotas import limit_duration
 from .schemas import CancelResult, Health, JobCreated, JobRequest, JobView, Readiness
 
 log = logging.getLogger("tokenrelay.gateway")
@@ -86,50 +86,6 @@ def _check_limits(body: JobRequest, request: Request) -> list[dict[str, str]]:
     return messages
 
 
-_cleanups: set[asyncio.Task] = set()
-FORGET_DELAYS_S = (0.0, 1.0, 5.0, 30.0)
-
-
-def _forget_later(state, principal, job_id: str) -> None:
-    """A submit that timed out answered 503: remove what it may have written, once Redis answers,
-    so the job does not hold its key's quota slot until it expires."""
-    async def forget() -> None:
-        for delay in FORGET_DELAYS_S:
-            await asyncio.sleep(delay)
-            try:
-                async with asyncio.timeout(READY_TIMEOUT_S):
-                    await delete_job(state.redis, state.keys, job_id)
-                    await release_active_job(state.redis, state.keys, principal, job_id)
-                return
-            except Exception:  # noqa: BLE001 - still unreachable: try again later
-                continue
-
-    task = asyncio.create_task(forget())
-    _cleanups.add(task)  # a reference, so the task is not collected before it ran
-    task.add_done_callback(_cleanups.discard)
-
-
-async def _admit(state, principal, body: JobRequest, messages: list[dict[str, str]], job_id: str) -> JobRecord:
-    """Quotas, then the record, then the broker; undone if the broker refuses."""
-    await check_queue_depth(state.redis, state.settings)
-    await admit_active_job(state.redis, state.keys, state.settings, principal, job_id)
-    request_doc = {"messages": messages, "params": body.params.model_dump(exclude_none=True)}
-    ttl_s = int(state.settings.retention_s + state.settings.job_timeout_s)
-    try:
-        record = await create_job(state.redis, state.keys, job_id=job_id, model=body.model, request=request_doc,
-                                  metadata=body.metadata, ttl_s=ttl_s, owner=principal.name)
-        await anyio.to_thread.run_sync(state.enqueue, job_id)
-    except Exception as exc:  # noqa: BLE001 - Redis or the broker is down: say so, keep no orphan record
-        log.warning("could not enqueue job %s: %s", job_id, type(exc).__name__)
-        try:
-            await delete_job(state.redis, state.keys, job_id)
-            await release_active_job(state.redis, state.keys, principal, job_id)
-        except Exception:  # noqa: BLE001 - Redis itself is gone; the record expires on its own
-            pass
-        raise ServiceUnavailable("the job queue is unavailable; retry shortly") from None
-    return record
-
-
 @router.post("/v1/jobs", status_code=202, response_model=JobCreated,
              responses=_responses(400, 401, 413, 429, 503), summary="Submit a job")
 async def submit_job(body: JobRequest, request: Request, response: Response) -> JobCreated:
@@ -139,10 +95,10 @@ async def submit_job(body: JobRequest, request: Request, response: Response) -> 
     job_id = protocol.new_job_id()
     try:
         async with asyncio.timeout(SUBMIT_TIMEOUT_S):
-            record = await _admit(state, principal, body, messages, job_id)
+            record = await admit(state, principal, body, messages, job_id)
     except TimeoutError:
         log.warning("submit of job %s timed out; Redis or the broker is not answering", job_id)
-        _forget_later(state, principal, job_id)
+        forget_later(state, principal, job_id)
         raise ServiceUnavailable("the job queue is not answering; retry shortly") from None
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     return JobCreated(id=job_id, status="queued", model=body.model, created_at=record.created_at,

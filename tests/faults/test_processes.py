@@ -4,7 +4,6 @@ timeout, a gateway killed mid-stream."""
 from __future__ import annotations
 
 import signal
-import time
 
 from ..stack import Stack, wait_until
 from .helpers import SLOW_JOB, readers_mid_stream, record, submit, time_to_next_token
