@@ -17,15 +17,21 @@ from tokenrelay.store import JobScripts
 from worker.celery_app import TaskSender, create_celery_app
 
 from . import jobs_list, metrics, openai_compat, webpage
+from .auth import Authenticate, KeyRing, StreamTokens, token_secret
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
 from .metrics import GatewayMetrics, MeteredRelay
+from .quotas import RateLimit, ReaderSlots
 from .routes import router
+from .stream_tokens import router as stream_token_router
 
 log = logging.getLogger("tokenrelay.gateway")
 
 # Under a burst, requests wait for a connection rather than fail: the pool is small on purpose.
-POOL_WAIT_S = 30.0
+POOL_WAIT_S = 10.0
+# Gateway commands are short (the blocking XREAD has its own connection): a stalled or
+# blackholed Redis must turn into a 503 within seconds, not hang a request.
+COMMAND_TIMEOUT_S = 3.0
 
 
 def _redis_pool(settings: Settings) -> Redis:
@@ -33,7 +39,7 @@ def _redis_pool(settings: Settings) -> Redis:
         settings.redis_url,
         max_connections=settings.redis_pool_size,
         timeout=POOL_WAIT_S,
-        socket_timeout=10,
+        socket_timeout=COMMAND_TIMEOUT_S,
         socket_connect_timeout=3,
         socket_keepalive=True,
         health_check_interval=30,
@@ -63,6 +69,9 @@ async def _warm(redis: Redis, size: int) -> None:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    keyring = KeyRing(settings.api_keys)  # a malformed entry fails here, at start-up
+    stream_tokens = StreamTokens(token_secret(settings), settings.stream_token_ttl_s)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         keys = Keys(settings.key_prefix)
@@ -77,6 +86,11 @@ def create_app(settings: Settings) -> FastAPI:
         state.scripts = JobScripts(redis, keys)
         state.tasks = TaskSender(celery_app)
         state.started_at = int(time.time())
+        state.stream_tokens = stream_tokens
+        state.reader_slots = ReaderSlots(settings.max_readers_per_job)
+        if not keyring.enabled:
+            log.warning("no API keys configured (TOKENRELAY_API_KEYS): authentication is off; "
+                        "serve on a loopback address only")
         try:
             await _warm(redis, settings.redis_pool_size)
         except Exception as exc:  # noqa: BLE001 - start anyway; /ready reports Redis as down
@@ -101,12 +115,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = GatewayMetrics()
     metrics.count_redis_errors(app, app.state.metrics)
     app.include_router(router)
+    app.include_router(stream_token_router)
     app.include_router(jobs_list.router)
     app.include_router(openai_compat.router)
     app.include_router(metrics.router)
     app.include_router(webpage.router)
     app.mount("/web", webpage.static_files(), name="web")
+    # The last added runs first: authenticate, then count the request, then read the body.
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute)
+    app.add_middleware(Authenticate, keyring=keyring, tokens=stream_tokens)
     return app
 
 

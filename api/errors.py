@@ -11,16 +11,18 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemory
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tokenrelay.errors import ServiceUnavailable, TokenRelayError
+from tokenrelay.errors import LimitExceeded, ServiceUnavailable, TokenRelayError
 
 from .schemas import ErrorBody
 
 log = logging.getLogger("tokenrelay.gateway")
 
 RETRY_AFTER_S = 1
+RETRY_AFTER_FULL_S = 30
 
 
 def error_response(status: int, error_type: str, message: str, param: str | None = None,
@@ -45,6 +47,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TokenRelayError)
     async def _product_error(request: Request, exc: TokenRelayError) -> JSONResponse:
         headers = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, ServiceUnavailable) else None
+        if isinstance(exc, LimitExceeded):
+            headers = {"Retry-After": str(exc.retry_after_s)}
         return error_response(exc.status_code, exc.error_type, exc.message, exc.param, headers)
 
     @app.exception_handler(RequestValidationError)
@@ -65,6 +69,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(503, "service_unavailable", "the job store is unavailable; retry shortly",
                               headers={"Retry-After": str(RETRY_AFTER_S)})
 
+    @app.exception_handler(RedisOutOfMemory)
+    async def _redis_full(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("redis refused a write: out of memory")
+        return error_response(503, "service_unavailable", "the job store is full; retry later",
+                              headers={"Retry-After": str(RETRY_AFTER_FULL_S)})
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -73,7 +83,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
 ERROR_RESPONSES = {
     400: {"model": ErrorBody, "description": "Malformed or out-of-range input."},
-    404: {"model": ErrorBody, "description": "Unknown or expired job."},
+    401: {"model": ErrorBody, "description": "Missing or invalid API key (or stream token)."},
+    404: {"model": ErrorBody, "description": "Unknown or expired job, or a job of another key."},
     413: {"model": ErrorBody, "description": "Request body over the size limit."},
+    429: {"model": ErrorBody, "description": "A quota is used up (`param` names it); see Retry-After."},
     503: {"model": ErrorBody, "description": "Redis or the broker is unavailable; see Retry-After."},
 }

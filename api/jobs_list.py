@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from tokenrelay.store import JobRecord
 
+from .auth import principal_of
 from .errors import ERROR_RESPONSES
 
 router = APIRouter()
@@ -31,6 +32,10 @@ class JobList(BaseModel):
     data: list[JobSummary]
 
 
+SUMMARY_FIELDS = ["id", "status", "model", "created_at", "finished_at", "usage", "owner"]
+SUMMARY_KEYS = [name.encode() for name in SUMMARY_FIELDS]
+
+
 def _summary(record: JobRecord) -> JobSummary:
     return JobSummary(id=record.id, status=record.status, model=record.model, created_at=record.created_at,
                       finished_at=record.finished_at,
@@ -45,8 +50,11 @@ async def list_jobs(request: Request, limit: Annotated[int, Query(ge=1, le=MAX_L
     raw_ids = await state.redis.zrevrange(state.keys.recent, 0, limit - 1)
     job_ids = [raw.decode() for raw in raw_ids]
     async with state.redis.pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
-            pipe.hgetall(state.keys.meta(job_id))
-        records = await pipe.execute() if job_ids else []
-    # Expired jobs leave their id in the index until it is trimmed: skip them.
-    return JobList(data=[_summary(JobRecord.from_hash(raw)) for raw in records if raw])
+        for job_id in job_ids:  # the summary's fields only: a record also holds the whole request
+            pipe.hmget(state.keys.meta(job_id), SUMMARY_FIELDS)
+        rows = await pipe.execute() if job_ids else []
+    principal = principal_of(request)
+    records = [JobRecord.from_hash({k: v for k, v in zip(SUMMARY_KEYS, row) if v is not None})
+               for row in rows if row[0] is not None]
+    # Expired jobs leave their id in the index until it is trimmed; other keys' jobs are not listed.
+    return JobList(data=[_summary(record) for record in records if principal.may_access(record.owner)])

@@ -14,6 +14,9 @@ Deliberate choices (read before changing):
   no event is dropped silently.
 - A per-process wake stream is part of every XREAD, so a hub that starts following a job wakes the
   blocked reader at once, with no race between the wake-up and the read.
+- After Redis was unreachable, the loop checks that each followed job still has its record. A
+  Redis restarted without persistence has none: the job can never write its `end`, so its readers
+  get a final `error` (job_lost) and `end` from the gateway instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -38,11 +41,19 @@ log = logging.getLogger("tokenrelay.gateway.relay")
 END_EVENT = b"end"
 HISTORY_RETRY_DELAYS_S = (0.1, 0.5, 1.0)
 WAKE_STREAM_TTL_S = 3600
+LOST_ERROR = protocol.dumps({"type": "job_lost", "message": "the job's data was lost when the job store "
+                             "restarted without persistence; submit the job again"}).encode()
+LOST_END = protocol.dumps({"status": "failed", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+                           "finish_reason": "error"}).encode()
 
 
 def _entry_id(raw: bytes) -> EventId:
     attempt, seq = raw.split(b"-")
     return EventId(int(attempt), int(seq))
+
+
+def _job_id(events_key: bytes) -> str:
+    return events_key.decode().rsplit("{", 1)[1].split("}", 1)[0]
 
 
 class Reader:
@@ -79,6 +90,12 @@ class Hub:
         self.position: EventId | None = None  # last entry the shared loop has read
         self.live = False
         self.done = False
+
+    def lost_entries(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """An `error` and an `end` right after what was relayed, for a job whose data is gone."""
+        at = self.position or EventId(0, 0)
+        return [(f"{at.attempt}-{at.seq + 1}".encode(), {b"e": b"error", b"d": LOST_ERROR}),
+                (f"{at.attempt}-{at.seq + 2}".encode(), {b"e": END_EVENT, b"d": LOST_END})]
 
     def deliver(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         for raw_id, fields in entries:
@@ -132,7 +149,10 @@ class Relay:
     # -- the shared reader ---------------------------------------------------------------------------
 
     async def _read_forever(self) -> None:
+        check_records = False
         while True:
+            if check_records:
+                check_records = not await self._end_lost_jobs()
             streams = {hub.key: str(hub.position or EventId(0, 0)) for hub in self.hubs.values()
                        if hub.live and not hub.done}
             streams[self.wake_key] = self._wake_position
@@ -143,6 +163,7 @@ class Relay:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep relaying once Redis is back
                 log.warning("relay read failed: %s", exc)
+                check_records = True
                 await asyncio.sleep(0.5)
                 continue
             self.reads += 1
@@ -153,6 +174,22 @@ class Relay:
                 hub = self.hubs.get(key)
                 if hub is not None and hub.live and not hub.done:
                     hub.deliver(entries)
+
+    async def _end_lost_jobs(self) -> bool:
+        """End the hubs of jobs whose record is gone; False if Redis cannot tell yet."""
+        hubs = [hub for hub in self.hubs.values() if hub.live and not hub.done]
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for hub in hubs:
+                    pipe.exists(self.keys.meta(_job_id(hub.key)))
+                found = await pipe.execute() if hubs else []
+        except Exception:  # noqa: BLE001 - still unreachable: check again after the next failure
+            return False
+        for hub, exists in zip(hubs, found):
+            if not exists:
+                log.warning("job %s lost its record (Redis restarted empty?); ending its streams", _job_id(hub.key))
+                hub.deliver(hub.lost_entries())
+        return True
 
     async def _wake(self, key: bytes) -> None:
         """Make the shared reader include `key` now; at most one wake-up per read in flight."""

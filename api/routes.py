@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated
 
@@ -13,11 +14,14 @@ from tokenrelay import protocol
 from tokenrelay.errors import InvalidEventId, InvalidRequest, JobNotFound, ServiceUnavailable
 from tokenrelay.models import check_model
 from tokenrelay.protocol import EventId
-from tokenrelay.store import JobRecord, create_job, delete_job, load_job
+from tokenrelay.store import JobRecord, load_job
 
+from .auth import principal_of
 from .errors import ERROR_RESPONSES
+from .admission import admit, forget_later
 from .filters import StreamFilter
 from .graph_jobs import graph_request
+from .quotas import limit_duration
 from .schemas import CancelResult, Health, JobCreated, JobRequest, JobView, Readiness
 
 log = logging.getLogger("tokenrelay.gateway")
@@ -26,6 +30,9 @@ router = APIRouter()
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_RETRY_FRAME = b"retry: 1000\n\n"
+# While Redis or the broker is unreachable, answer 503 within this long instead of hanging.
+READY_TIMEOUT_S = 2.0
+SUBMIT_TIMEOUT_S = 5.0
 
 
 def _responses(*codes: int) -> dict:
@@ -55,12 +62,28 @@ def _view(record: JobRecord) -> JobView:
     )
 
 
+def _check_access(request: Request, job_id: str, found: bool, owner: str | None) -> None:
+    principal = principal_of(request)
+    # Another key's job is a 404, like an unknown one: job ids must not be probeable.
+    if not found or not principal.may_access(owner):
+        raise JobNotFound(job_id)
+    if principal.job_id is not None and principal.job_id != job_id:
+        raise JobNotFound(job_id)
+
+
 async def _record(request: Request, job_id: str) -> JobRecord:
     state = request.app.state
     record = await load_job(state.redis, state.keys, protocol.check_job_id(job_id))
-    if record is None:
-        raise JobNotFound(job_id)
+    _check_access(request, job_id, record is not None, record.owner if record else None)
     return record
+
+
+async def _check_readable(request: Request, job_id: str) -> None:
+    """The job exists and the caller may read it, without fetching the record (it holds the whole
+    request, which a reader has no use for)."""
+    state = request.app.state
+    found, owner = await state.redis.hmget(state.keys.meta(protocol.check_job_id(job_id)), ["id", "owner"])
+    _check_access(request, job_id, found is not None, owner.decode() if owner is not None else None)
 
 
 def _check_max_tokens(body: JobRequest, settings) -> None:
@@ -91,23 +114,26 @@ SSE_RESPONSE = {"content": {"text/event-stream": {}}, "description": "Server-Sen
 
 def _sse_response(request: Request, job_id: str, after: EventId | None, headers: dict[str, str] | None = None,
                   *, fresh: bool = False, stream_filter: StreamFilter | None = None):
-    relay = request.app.state.relay
+    state = request.app.state
 
     async def frames():
         yield SSE_RETRY_FRAME
         try:
-            async for chunk in relay.follow(job_id, after, stream_filter, fresh=fresh):
+            async for chunk in state.relay.follow(job_id, after, stream_filter, fresh=fresh):
                 yield chunk
         except RedisError as exc:
             # End the response cleanly, without `end`: the client resumes from its last event id.
             log.warning("stream of job %s cut short: %s", job_id, type(exc).__name__)
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
+    body = state.reader_slots.hold(job_id, limit_duration(frames(), state.settings.max_stream_s))
+    return StreamingResponse(body, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
 
 
 async def start_job(body: JobRequest, request: Request) -> JobRecord:
-    """Check limits, store the record and enqueue the job: the one path every API that runs a job takes."""
+    """Check limits and quotas, store the record and enqueue the job: the one path every API that runs a
+    job takes."""
     state = request.app.state
+    principal = principal_of(request)
     if body.graph is not None:
         _check_max_tokens(body, state.settings)
         model, request_doc = graph_request(body, state.settings)
@@ -115,17 +141,15 @@ async def start_job(body: JobRequest, request: Request) -> JobRecord:
         messages = _check_limits(body, request)
         model, request_doc = body.model, {"messages": messages, "params": body.params.model_dump(exclude_none=True)}
     job_id = protocol.new_job_id()
-    ttl_s = int(state.settings.retention_s + state.settings.job_timeout_s)
-    record = await create_job(state.redis, state.keys, job_id=job_id, model=model, request=request_doc,
-                              metadata=body.metadata, ttl_s=ttl_s)
+    try:
+        async with asyncio.timeout(SUBMIT_TIMEOUT_S):
+            record = await admit(state, principal, job_id, model, request_doc, body.metadata)
+    except TimeoutError:
+        log.warning("submit of job %s timed out; Redis or the broker is not answering", job_id)
+        forget_later(state, principal, job_id)
+        raise ServiceUnavailable("the job queue is not answering; retry shortly") from None
     if state.settings.log_prompts:  # a debug setting: prompts stay out of logs otherwise
         log.info("job %s request: %s", job_id, protocol.dumps(request_doc))
-    try:
-        await state.tasks.send(job_id)
-    except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep no orphan record
-        log.warning("could not enqueue job %s: %s", job_id, exc)
-        await delete_job(state.redis, state.keys, job_id)
-        raise ServiceUnavailable("the job queue is unavailable; retry shortly") from None
     state.metrics.jobs_submitted.labels(model).inc()
     log.info("job %s queued (model %s)", job_id, model)
     return record
@@ -133,7 +157,7 @@ async def start_job(body: JobRequest, request: Request) -> JobRecord:
 
 @router.post("/v1/jobs", status_code=202, response_model=JobCreated,
              responses={200: {**SSE_RESPONSE, "description": "With `stream: true`: " + SSE_RESPONSE["description"]},
-                        **_responses(400, 413, 503)},
+                        **_responses(400, 401, 413, 429, 503)},
              summary="Submit a job")
 async def submit_job(body: JobRequest, request: Request, response: Response) -> JobCreated:
     record = await start_job(body, request)
@@ -145,7 +169,7 @@ async def submit_job(body: JobRequest, request: Request, response: Response) -> 
                       stream_url=_stream_url(record.id), metadata=body.metadata, graph=body.graph)
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobView, responses=_responses(400, 404, 503),
+@router.get("/v1/jobs/{job_id}", response_model=JobView, responses=_responses(400, 401, 404, 429, 503),
             summary="A job's status and output")
 async def get_job(job_id: str, request: Request) -> JobView:
     return _view(await _record(request, job_id))
@@ -153,7 +177,7 @@ async def get_job(job_id: str, request: Request) -> JobView:
 
 @router.get(
     "/v1/jobs/{job_id}/stream",
-    responses={200: SSE_RESPONSE, **_responses(400, 404, 503)},
+    responses={200: SSE_RESPONSE, **_responses(400, 401, 404, 429, 503)},
     summary="Stream a job's events (SSE)",
 )
 async def stream_job(
@@ -169,12 +193,13 @@ async def stream_job(
                                         "types (reset, error and end always pass).")] = None,
     final_only: Annotated[bool, Query(description="Only the final answer's tokens (and the terminal "
                                       "events): no tool calls, tool results or other events.")] = False,
+    token: Annotated[str | None, Query(max_length=1024, description="A stream token from POST "
+                                       "/v1/jobs/{job_id}/stream-token, for clients that cannot send headers. "
+                                       "Never an API key.")] = None,
 ) -> StreamingResponse:
     state = request.app.state
     reader_filter = StreamFilter.from_query(tags=tags, node=node, events=events, final_only=final_only)
-    # Existence only: the record holds the whole request, which a reader has no use for.
-    if not await state.redis.exists(state.keys.meta(protocol.check_job_id(job_id))):
-        raise JobNotFound(job_id)
+    await _check_readable(request, job_id)
     raw_after = last_event_id_header if last_event_id_header is not None else last_event_id
     after = None
     if raw_after is not None and raw_after != "":
@@ -187,11 +212,11 @@ async def stream_job(
 
 @router.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=CancelResult,
              responses={200: {"model": CancelResult, "description": "The job had already finished."},
-                        **_responses(400, 404, 503)},
+                        **_responses(400, 401, 404, 429, 503)},
              summary="Cancel a job")
 async def cancel_job(job_id: str, request: Request) -> JSONResponse:
     state = request.app.state
-    protocol.check_job_id(job_id)
+    await _record(request, job_id)
     outcome = await state.scripts.cancel(job_id, state.settings.retention_s)
     if outcome == "missing":
         raise JobNotFound(job_id)
@@ -218,10 +243,11 @@ async def health() -> Health:
 async def ready(request: Request) -> JSONResponse:
     state = request.app.state
     try:
-        await state.redis.ping()
-        seconds, _ = await state.redis.time()
-        alive_since_ms = (seconds - 3 * state.settings.lease_ttl_s) * 1000
-        workers = await state.redis.zcount(state.keys.workers, alive_since_ms, "+inf")
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await state.redis.ping()
+            seconds, _ = await state.redis.time()
+            alive_since_ms = (seconds - 3 * state.settings.lease_ttl_s) * 1000
+            workers = await state.redis.zcount(state.keys.workers, alive_since_ms, "+inf")
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         log.warning("readiness check failed: %s", type(exc).__name__)
         return JSONResponse(Readiness(status="unavailable", redis=False, workers=0).model_dump(), status_code=503)

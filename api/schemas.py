@@ -17,7 +17,8 @@ class ChatMessage(BaseModel):
 
 class GenerationParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_tokens: int | None = Field(default=None, ge=1, description="Tokens to generate (1..server limit).")
+    # strict: `true` or `1.5` is not a token count.
+    max_tokens: int | None = Field(default=None, ge=1, strict=True, description="Tokens to generate (1..server limit).")
     temperature: float | None = Field(default=None, ge=0, le=2)
     stop: str | list[str] | None = Field(default=None, description=f"Up to {MAX_STOP_SEQUENCES} stop sequences.")
     tokens_per_second: float | None = Field(

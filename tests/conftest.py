@@ -22,6 +22,9 @@ TEST_SETTINGS = {
               "openai:error-500",
     # Provider retries fast, so tests of a flaky provider finish quickly.
     "provider_retry_delays_s": "0.05,0.1",
+    # Quotas have tests of their own (test_quotas.py); here they must not get in the way.
+    "rate_limit_per_minute": 1_000_000,
+    "max_active_jobs_per_key": 100_000,
 }
 
 

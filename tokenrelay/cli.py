@@ -7,6 +7,7 @@
     tokenrelay watch    attach to a job's stream and print its tokens
     tokenrelay graph    run a registered LangGraph graph and print what it streams
     tokenrelay jobs     list recent jobs
+    tokenrelay key      make a new API key and its TOKENRELAY_API_KEYS entry
 
 `run` and `watch` print tokens on stdout and everything else on stderr (`run` starts with
 `job <id>`, for a later `watch`). On a terminal, a status line (tokens, tokens/s, elapsed) follows
@@ -97,7 +98,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     params = {name: value for name, value in (("max_tokens", args.max_tokens),
                                               ("tokens_per_second", args.tokens_per_second)) if value is not None}
-    with Client(args.url) as client:
+    with Client(args.url, api_key=args.api_key) as client:
         job_id = None
         try:
             job_id = client.submit(args.prompt, model=args.model, params=params)["id"]
@@ -120,7 +121,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     from .client import Client
     from .errors import ClientError
 
-    with Client(args.url) as client:
+    with Client(args.url, api_key=args.api_key) as client:
         try:
             return _follow(client, args.job_id, args.last_event_id, args)
         except ClientError as exc:
@@ -191,6 +192,40 @@ def _cancel_quietly(client, job_id: str) -> None:
         print(f"could not cancel job {job_id}: {exc}", file=sys.stderr)
 
 
+LOOPBACK_HOSTS = ("localhost", "::1")
+
+
+def _is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def _exposure_refused(host: str) -> bool:
+    """Without API keys the gateway is open to anyone who reaches it: loopback only, said out loud."""
+    from .settings import load_settings
+
+    if load_settings().api_keys:
+        return False
+    if not _is_loopback(host):
+        print(f"refusing to listen on {host} without API keys: anyone reaching it could use it. Set "
+              "TOKENRELAY_API_KEYS (make one with `tokenrelay key`) or use --host 127.0.0.1", file=sys.stderr)
+        return True
+    print(f"no API keys configured: authentication is off, listening on loopback ({host}) only", file=sys.stderr)
+    return False
+
+
+def _cmd_key(args: argparse.Namespace) -> int:
+    from api.auth import KEY_NAME, hash_key, new_key
+
+    if not KEY_NAME.fullmatch(args.name):
+        print("a key name is 1-64 letters, digits, '_', '.' or '-'", file=sys.stderr)
+        return 1
+    key = new_key()
+    entry = f"{args.name}:{hash_key(key)}" + (":admin" if args.admin else "")
+    print(f"key (give it to the client; it is not stored): {key}")
+    print(f"TOKENRELAY_API_KEYS entry (comma-separate several): {entry}")
+    return 0
+
+
 def _cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -198,6 +233,8 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
     from .settings import load_settings
 
+    if _exposure_refused(args.host):
+        return 1
     # Open streams would hold a graceful shutdown forever: cut them after a few seconds, and let
     # clients resume on another gateway with Last-Event-ID.
     uvicorn.run(create_app(load_settings()), host=args.host, port=args.port,
@@ -223,6 +260,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_dev(args: argparse.Namespace) -> int:
     from .dev import run_dev
 
+    if _exposure_refused(args.host):
+        return 1
     return run_dev(host=args.host, port=args.port, workers=args.workers,
                    redis_url=args.redis_url or os.environ.get("TOKENRELAY_REDIS_URL") or None, demo=not args.no_demo)
 
@@ -286,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--json", action="store_true", help="one JSON object per job")
     jobs.add_argument("--url", default=default_url, help=f"the gateway (default: $TOKENRELAY_URL or {DEFAULT_URL})")
     jobs.set_defaults(handler=_cmd_jobs)
+    key = commands.add_parser("key", help="make a new API key and its TOKENRELAY_API_KEYS entry")
+    key.add_argument("name", help="the key's name; jobs it creates belong to it")
+    key.add_argument("--admin", action="store_true", help="may read and cancel every key's jobs")
+    key.set_defaults(handler=_cmd_key)
     return parser
 
 
@@ -294,6 +337,8 @@ def _add_stream_options(parser: argparse.ArgumentParser, default_url: str) -> No
     parser.add_argument("--json", action="store_true",
                         help="print every event as one JSON object per line ({id, event, data}), for scripts")
     parser.add_argument("--url", default=default_url, help=f"the gateway (default: $TOKENRELAY_URL or {DEFAULT_URL})")
+    parser.add_argument("--api-key", default=os.environ.get("TOKENRELAY_API_KEY") or None,
+                        help="sent as Authorization: Bearer (default: $TOKENRELAY_API_KEY)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@
     │   └── UnknownGraph
     ├── JobNotFound             unknown or expired job (HTTP 404)
     ├── PayloadTooLarge         body over the limit (HTTP 413)
+    ├── LimitExceeded           a quota is used up (HTTP 429, Retry-After)
     ├── ServiceUnavailable      Redis or the broker cannot be reached (HTTP 503)
     ├── ModelNotConfigured      a worker lacks a provider's credentials
     └── ClientError             raised by tokenrelay.Client for an error answer
@@ -84,6 +85,17 @@ class PayloadTooLarge(TokenRelayError):
 
     status_code = 413
     error_type = "request_too_large"
+
+
+class LimitExceeded(TokenRelayError):
+    """Raised when a quota is used up; `param` names the setting, `retry_after_s` when to try again."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: int) -> None:
+        super().__init__(message, param=limit)
+        self.retry_after_s = max(1, int(retry_after_s))
 
 
 class ServiceUnavailable(TokenRelayError):

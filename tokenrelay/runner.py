@@ -122,6 +122,7 @@ SAFE_ERRORS: dict[str, str] = {
     "provider_unavailable": "the model provider could not be reached",
     "configuration_error": "the model is not configured on the workers",
     "internal_error": "the job failed on the worker",
+    "store_full": "the job store (Redis) is out of memory; the job was stopped",
 }
 
 

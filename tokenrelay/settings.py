@@ -48,6 +48,23 @@ class Settings(BaseSettings):
     max_tokens_limit: int = 16_384
     default_max_tokens: int = 64
 
+    # Authentication (see api/auth.py). Each entry is `<name>:<sha256 hex of the key>[:admin]`;
+    # none configured = no authentication, for a gateway on loopback only.
+    api_keys: Annotated[list[str], NoDecode] = []
+    # Signs stream tokens; gateways behind one load balancer need the same one. Unset: derived
+    # from api_keys, so gateways with the same keys agree.
+    stream_token_secret: str | None = None
+    stream_token_ttl_s: int = 300
+
+    # Quotas (see api/quotas.py); refusals are 429 with Retry-After.
+    rate_limit_per_minute: int = 600
+    max_active_jobs_per_key: int = 64
+    max_queued_jobs: int = 10_000
+    # Per gateway process; counted over open streams of one job.
+    max_readers_per_job: int = 500
+    # One stream connection's lifetime; past it the response ends and the client resumes.
+    max_stream_s: float = 3600.0
+
     # Gateway relay.
     keepalive_s: float = 15.0
     client_buffer_events: int = 2_000
@@ -99,7 +116,14 @@ class Settings(BaseSettings):
             return [float(item) for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("openai_api_key", "openai_base_url", "broker_url", mode="before")
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("openai_api_key", "openai_base_url", "broker_url", "stream_token_secret", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -46,6 +46,7 @@ class JobRecord:
     metadata: dict[str, Any]
     request: dict[str, Any]
     cancel_requested: bool
+    owner: str | None = None  # the name of the API key that created it
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> "JobRecord":
@@ -71,6 +72,7 @@ class JobRecord:
             metadata=loads("metadata", {}),
             request=loads("request", {}),
             cancel_requested=fields.get("cancel_requested") == "1",
+            owner=fields.get("owner"),
         )
 
     @property
@@ -79,7 +81,8 @@ class JobRecord:
 
 
 async def create_job(
-    redis: Redis, keys: Keys, *, job_id: str, model: str, request: dict, metadata: dict, ttl_s: int
+    redis: Redis, keys: Keys, *, job_id: str, model: str, request: dict, metadata: dict, ttl_s: int,
+    owner: str = "",
 ) -> JobRecord:
     created_at = utc_now()
     meta_key = keys.meta(job_id)
@@ -91,6 +94,7 @@ async def create_job(
         "attempt": 0,
         "request": protocol.dumps(request),
         "metadata": protocol.dumps(metadata),
+        "owner": owner,
     }
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(meta_key, mapping=fields)
@@ -150,15 +154,18 @@ return {'started', attempt}
 """
 
 # KEYS: meta, events, running. ARGV: job id, attempt, end entry id, end data, retention_s,
-# then field/value pairs for the record. Returns 1 when written, 2 if already finished,
-# 0 if another attempt owns the job (this one was superseded and writes nothing).
-FINISH_SCRIPT = """
+# error entry id and data ('' when none), then field/value pairs for the record. Returns 1 when
+# written, 2 if already finished, 0 if another attempt owns the job (this one was superseded).
+# allow-oom: a job's last few bytes always land, even at maxmemory with noeviction, so its
+# readers get their `end` instead of waiting for one that Redis refuses.
+FINISH_SCRIPT = """#!lua flags=allow-oom
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return 0 end
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 2 end
+if ARGV[6] ~= '' then redis.call('XADD', KEYS[2], ARGV[6], 'e', 'error', 'd', ARGV[7]) end
 redis.call('XADD', KEYS[2], ARGV[3], 'e', 'end', 'd', ARGV[4])
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('ZREM', KEYS[3], ARGV[1])
@@ -204,13 +211,16 @@ class JobScripts:
         return _text(result[0]), int(result[1]) if len(result) > 1 else 0
 
     async def finish(
-        self, job_id: str, attempt: int, end_id: str, end_data: str, retention_s: int, fields: dict[str, str]
+        self, job_id: str, attempt: int, end_id: str, end_data: str, retention_s: int, fields: dict[str, str],
+        error_entry: tuple[str, str] | None = None,
     ) -> int:
         flat: list[str] = []
         for name, value in fields.items():
             flat += [name, value]
+        error_id, error_data = error_entry or ("", "")
         keys = [self.keys.meta(job_id), self.keys.events(job_id), self.keys.running]
-        return int(await self._finish(keys=keys, args=[job_id, attempt, end_id, end_data, retention_s, *flat]))
+        args = [job_id, attempt, end_id, end_data, retention_s, error_id, error_data, *flat]
+        return int(await self._finish(keys=keys, args=args))
 
     async def claim_lost(self, job_id: str, now_ms: int) -> bool:
         return bool(await self._claim(keys=[self.keys.running, self.keys.meta(job_id)], args=[job_id, now_ms]))

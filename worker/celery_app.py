@@ -14,6 +14,7 @@ from tokenrelay.logs import configure_logging
 from tokenrelay.protocol import check_job_id
 from tokenrelay.settings import Settings
 
+from .broker import TRANSPORT as REDIS_TRANSPORT
 from .metrics import worker_metrics
 from .runtime import WorkerRuntime
 
@@ -34,7 +35,11 @@ def create_celery_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=settings.queue_name,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        # Redelivery after visibility_timeout_s, give or take a scan interval (kombu's default scans
+        # about every 100 s, which would make the timeout meaningless when it is short).
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s,
+                                  "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
+                                  "unacked_restore_throttle": 1},
         broker_connection_retry_on_startup=True,
         # Jobs wait on providers, not on the CPU: threads, each only waiting on the process's loop.
         worker_pool="threads",
@@ -46,6 +51,9 @@ def create_celery_app(settings: Settings) -> Celery:
         task_soft_time_limit=int(settings.job_timeout_s) + 30,
         worker_send_task_events=False,
     )
+    if settings.celery_broker_url.startswith(("redis://", "rediss://", "unix://")):
+        # Survives a broker connection loss with tasks in flight (see worker/broker.py).
+        app.conf.broker_transport = REDIS_TRANSPORT
     app.tokenrelay_settings = settings
     runtime_holder = _RuntimeHolder(app, settings)
     app.tokenrelay_runtime = runtime_holder

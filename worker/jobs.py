@@ -87,7 +87,8 @@ async def execute_job(services: JobServices, job_id: str) -> str:
             return "superseded"
         status = "cancelled" if job.stop_reason == "cancelled" else "failed"
         if status == "failed":
-            error = {"type": "internal_error", "message": runner.SAFE_ERRORS["internal_error"]}
+            kind = "store_full" if job.stop_reason == "store_full" else "internal_error"
+            error = {"type": kind, "message": runner.SAFE_ERRORS[kind]}
     except Exception as exc:  # noqa: BLE001 - every failure ends the job; the text stays in the log
         log.exception("job %s attempt %d failed", job_id, attempt)
         event = runner.error_event(exc)
@@ -143,6 +144,8 @@ async def _finish(
         fields["output_state"] = protocol.dumps(outcome.state)
     if error:
         fields["error"] = protocol.dumps(error)
+    # A stream that lost its writes could not carry the error event: the finish writes it.
+    error_entry = (stream.reserve_id(), protocol.dumps(error)) if error and stream.lost_reason else None
     written = await services.scripts.finish(
         stream.job_id,
         stream.attempt,
@@ -150,6 +153,7 @@ async def _finish(
         protocol.dumps(end.data),
         services.settings.retention_s,
         fields,
+        error_entry,
     )
     if written == 0:
         log.warning("job %s attempt %d superseded before it finished", stream.job_id, stream.attempt)

@@ -20,7 +20,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError, TimeoutError as RedisTimeoutError
+from redis.exceptions import OutOfMemoryError, ResponseError, TimeoutError as RedisTimeoutError
 
 from tokenrelay import protocol
 from tokenrelay.protocol import EventId, Keys
@@ -45,6 +45,11 @@ def _merge(pending: Event, new: Event) -> Event:
     data["text"] = pending.data["text"] + new.data["text"]
     data["count"] = pending.data.get("count", 1) + new.data.get("count", 1)
     return Event(pending.type, data)
+
+
+def _failure_reason(failures: list[Exception]) -> str:
+    # Redis at maxmemory with noeviction refuses writes: say so, rather than a generic failure.
+    return "store_full" if any(isinstance(f, OutOfMemoryError) for f in failures) else "write_failed"
 
 
 class JobStream:
@@ -188,7 +193,7 @@ class StreamPublisher:
             position += len(entries) + (1 if stream.first_write else 0)
             stream.first_write = False
             if failures and not await self._written_by_us(stream, failures):
-                stream.lose("superseded" if self._is_fenced(failures) else "write_failed")
+                stream.lose("superseded" if self._is_fenced(failures) else _failure_reason(failures))
             else:
                 stream.done_writing()
 

@@ -1,0 +1,180 @@
+"""Quotas: requests per minute and active jobs per key, global queue depth, readers per job.
+
+Each refusal is a LimitExceeded (429, Retry-After) whose `param` names the setting.
+Deliberate choices (read before changing):
+- Per-key counters live in Redis, so every gateway enforces the same budget. When Redis is down
+  they let the request through: the route then answers 503 itself, which says more.
+- Active jobs are counted from their records (a job stops counting when its record says it
+  finished or it expired), so workers need not know about quotas and a lost decrement cannot
+  leak a slot. The new job is added first and taken back if it went over: two concurrent
+  submits can both be refused, never both admitted past the limit.
+- Queue depth is the length of the Celery queue on the Redis broker (the messages no worker has
+  taken yet); with another broker it is not checked.
+- Readers per job are counted per gateway process, where their memory is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections import Counter
+
+from redis.asyncio import Redis
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tokenrelay import protocol
+from tokenrelay.errors import LimitExceeded
+from tokenrelay.protocol import Keys
+from tokenrelay.settings import Settings
+
+from .auth import STATE_FIELD, Principal
+from .errors import error_response
+
+log = logging.getLogger("tokenrelay.gateway")
+
+WINDOW_S = 60
+# The count is skipped when Redis is this slow: the route will find out and answer 503 itself.
+COUNT_TIMEOUT_S = 1.0
+QUEUE_RETRY_AFTER_S = 5
+ACTIVE_RETRY_AFTER_S = 2
+
+
+def _quota_key(keys: Keys, principal: Principal, what: str) -> str:
+    # Principal names are validated at start-up (api_keys) or signed by us (stream tokens).
+    return f"{keys.prefix}:quota:{principal.name}:{what}"
+
+
+class RateLimit:
+    """Requests per minute per key, in fixed one-minute windows shared by all gateways."""
+
+    def __init__(self, app: ASGIApp, per_minute: int) -> None:
+        self.app = app
+        self.per_minute = per_minute
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = scope.get("state", {}).get(STATE_FIELD) if scope["type"] == "http" else None
+        if principal is not None:
+            refusal = await self._check(scope["app"].state, principal)
+            if refusal is not None:
+                response = error_response(429, LimitExceeded.error_type, refusal.message, refusal.param,
+                                          headers={"Retry-After": str(refusal.retry_after_s)})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _check(self, state, principal: Principal) -> LimitExceeded | None:
+        now = time.time()
+        window = int(now // WINDOW_S)
+        key = _quota_key(state.keys, principal, f"rpm:{window}")
+        try:
+            async with asyncio.timeout(COUNT_TIMEOUT_S), state.redis.pipeline(transaction=False) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, WINDOW_S * 2)
+                count, _ = await pipe.execute()
+        except Exception:  # noqa: BLE001 - Redis trouble of any kind: the route will say 503
+            return None
+        if count <= self.per_minute:
+            return None
+        retry_after = int((window + 1) * WINDOW_S - now) + 1
+        return LimitExceeded(f"more than {self.per_minute} requests per minute for this key "
+                             f"(rate_limit_per_minute); retry in {retry_after} s",
+                             limit="rate_limit_per_minute", retry_after_s=retry_after)
+
+
+async def check_queue_depth(redis: Redis, settings: Settings) -> None:
+    if settings.broker_url is not None:
+        return
+    depth = await redis.llen(settings.queue_name)
+    if depth >= settings.max_queued_jobs:
+        raise LimitExceeded(f"the job queue is full ({settings.max_queued_jobs} jobs waiting, max_queued_jobs); "
+                            "retry shortly", limit="max_queued_jobs", retry_after_s=QUEUE_RETRY_AFTER_S)
+
+
+async def admit_active_job(redis: Redis, keys: Keys, settings: Settings, principal: Principal, job_id: str) -> None:
+    """Count `job_id` against the key's active jobs, or raise LimitExceeded."""
+    key = _quota_key(keys, principal, "active")
+    members = [raw.decode() for raw in await redis.zrange(key, 0, -1)]
+    if members:
+        async with redis.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.hget(keys.meta(member), "status")
+            statuses = await pipe.execute()
+        done = [m for m, s in zip(members, statuses) if s is None or s.decode() in protocol.TERMINAL_STATUSES]
+        if done:
+            await redis.zrem(key, *done)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zadd(key, {job_id: time.time()})
+        pipe.zcard(key)
+        pipe.expire(key, int(settings.job_timeout_s + settings.retention_s))
+        _, count, _ = await pipe.execute()
+    if count > settings.max_active_jobs_per_key:
+        await redis.zrem(key, job_id)
+        raise LimitExceeded(f"this key already has {settings.max_active_jobs_per_key} queued or running jobs "
+                            "(max_active_jobs_per_key); wait for one to finish or cancel one",
+                            limit="max_active_jobs_per_key", retry_after_s=ACTIVE_RETRY_AFTER_S)
+
+
+async def release_active_job(redis: Redis, keys: Keys, principal: Principal, job_id: str) -> None:
+    await redis.zrem(_quota_key(keys, principal, "active"), job_id)
+
+
+class ReaderSlots:
+    """Open streams per job in this process."""
+
+    def __init__(self, per_job: int) -> None:
+        self.per_job = per_job
+        self.open: Counter[str] = Counter()
+
+    def take(self, job_id: str) -> None:
+        if self.open[job_id] >= self.per_job:
+            raise LimitExceeded(f"this job already has {self.per_job} open streams on this gateway "
+                                "(max_readers_per_job)", limit="max_readers_per_job", retry_after_s=1)
+        self.open[job_id] += 1
+
+    def release(self, job_id: str) -> None:
+        self.open[job_id] -= 1
+        if self.open[job_id] <= 0:
+            del self.open[job_id]
+
+    def hold(self, job_id: str, frames):
+        """Take a slot for the life of `frames`, an async generator; released when it finishes or is
+        dropped, even if the response never started it (a client gone before the first byte)."""
+        self.take(job_id)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.release(job_id)
+
+        async def held():
+            try:
+                async for chunk in frames:
+                    yield chunk
+            finally:
+                release()
+                await frames.aclose()
+
+        wrapped = held()
+        weakref.finalize(wrapped, release)
+        return wrapped
+
+
+STREAM_LIMIT_FRAME = b": stream time limit reached (max_stream_s); reconnect with Last-Event-ID\n\n"
+
+
+async def limit_duration(frames, max_s: float):
+    """End a stream after max_s (checked at each chunk; keepalives bound the wait), without `end`:
+    the client resumes from its last id, on whichever gateway it reaches."""
+    deadline = time.monotonic() + max_s
+    try:
+        async for chunk in frames:
+            yield chunk
+            if time.monotonic() >= deadline:
+                yield STREAM_LIMIT_FRAME
+                return
+    finally:
+        await frames.aclose()
