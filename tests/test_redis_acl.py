@@ -3,6 +3,8 @@ product, and the gateway's user cannot touch anything else."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 import redis
@@ -13,14 +15,18 @@ from tokenrelay.embedded import EmbeddedServer
 from .stack import Process, start_gateway, start_worker, stack_env, wait_for_workers
 
 PREFIX = "tokenrelay"  # the README's rules are written for the default prefix and queue name
-# `??[0-9]`: kombu's priority sub-queues, `<queue>\x06\x16<digit>`.
-# Keep these two in step with README.md, "Redis ACL users".
-GATEWAY_RULES = (f"~{PREFIX}:* ~{PREFIX} ~{PREFIX}??[0-9] ~_kombu.binding*.{PREFIX} resetchannels &{PREFIX}:cancel -@all "
-                 "+hello +auth +select +ping +client|setname +client|setinfo +time +multi +exec "
-                 "+hgetall +hget +hset +exists +expire +del +incrby +zadd +zrem +zrange +zremrangebyrank +zcount "
-                 "+zcard +xadd +xrange +xread +llen +lpush +sadd +smembers +sunion +publish +evalsha +script|load")
-WORKER_RULES = (f"~{PREFIX}:* ~{PREFIX} ~{PREFIX}??[0-9] ~unacked ~unacked_index ~unacked_mutex ~_kombu.* ~*.celery.pidbox* ~*.reply.celery.pidbox* "
-                "resetchannels &* +@all -@dangerous -@admin +client|setname +client|setinfo")
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _documented_rules(user: str) -> str:
+    """The rules README.md gives for a user: what is tested is exactly what is documented."""
+    prefix = f"ACL SETUSER {user} on >"
+    line = next(line for line in README.read_text().splitlines() if line.startswith(prefix))
+    return line.split(" resetkeys ", 1)[1]
+
+
+GATEWAY_RULES = _documented_rules("tokenrelay-gateway")
+WORKER_RULES = _documented_rules("tokenrelay-worker")
 
 
 def _user(name: str, rules: str) -> list[str]:
