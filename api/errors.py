@@ -14,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemory
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from tokenrelay.errors import LimitExceeded, ServiceUnavailable, TokenRelayError
 
@@ -43,6 +44,15 @@ def _describe(errors: list[dict]) -> tuple[str, str | None]:
     return f"{param or 'request body'}: {message}", param
 
 
+def _methods_of(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TokenRelayError)
     async def _product_error(request: Request, exc: TokenRelayError) -> JSONResponse:
@@ -60,7 +70,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         message = "no such route" if exc.status_code == 404 else str(exc.detail)
-        return error_response(exc.status_code, kind, message, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # Starlette names only the first route's methods; a path may have several
+            headers = {**(headers or {}), "Allow": ", ".join(_methods_of(request))}
+        return error_response(exc.status_code, kind, message, headers=headers)
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
