@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test install bench
+.PHONY: dev test install browser bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,5 +16,12 @@ dev: $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	$(BIN)/tokenrelay dev $(ARGS)
 
-test: install
+browser:
+	bash scripts/ensure-chromium.sh
+
+test: install browser
 	$(BIN)/python -m pytest $(ARGS)
+
+bench: $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m bench $(ARGS)
