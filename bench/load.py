@@ -12,6 +12,15 @@ import time
 from dataclasses import dataclass, field
 
 
+class Refused(Exception):
+    """The server answered with an error status instead of a stream."""
+
+    def __init__(self, status: int, retry_after_s: float) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
 @dataclass
 class Reading:
     """What one reader saw."""
@@ -23,6 +32,7 @@ class Reading:
     end_status: str | None = None
     lags_s: list[float] = field(default_factory=list)  # arrival - production (`ts`) per token event
     ids: list[str] = field(default_factory=list)
+    refusals: int = 0  # 429/503 answers before the job was admitted (each retried after Retry-After)
 
 
 async def request(host: str, port: int, method: str, path: str, body: bytes | None = None,
@@ -64,7 +74,7 @@ async def read_sse(host: str, port: int, path: str, *, body: dict | None = None,
         if connected is not None:
             connected.set()
         if status != 200:
-            raise RuntimeError(f"GET {path}: HTTP {status}")
+            raise Refused(status, float(headers.get("retry-after", "1")))
         buffer = b""
         source = _chunks(reader) if headers.get("transfer-encoding") == "chunked" else _raw(reader)
         async for chunk in source:

@@ -127,8 +127,11 @@ class TokenRelay(Implementation):
 
     def __init__(self, workers: int, concurrency: int) -> None:
         self.redis = EmbeddedServer(extra_args=["--maxclients", "20000"]).start()
+        # One load generator plays every client: per-key quotas sized for it, not for one user.
         env = _env(TOKENRELAY_REDIS_URL=self.redis.url, TOKENRELAY_EVENT_TIMESTAMPS="1",
-                   TOKENRELAY_WORKER_CONCURRENCY=str(concurrency), TOKENRELAY_MAX_TOKENS_LIMIT="100000")
+                   TOKENRELAY_WORKER_CONCURRENCY=str(concurrency), TOKENRELAY_MAX_TOKENS_LIMIT="100000",
+                   TOKENRELAY_MAX_ACTIVE_JOBS_PER_KEY="100000", TOKENRELAY_RATE_LIMIT_PER_MINUTE="10000000",
+                   TOKENRELAY_MAX_READERS_PER_JOB="100000")
         self.port = free_port()
         self.processes = [
             Proc(f"tokenrelay-worker{i}", [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "warning",

@@ -13,6 +13,7 @@ from . import load
 from .procs import Direct, Implementation, Naive, TokenRelay, rss_bytes, tcp_connections_to
 
 HOST = "127.0.0.1"
+MAX_REFUSALS = 10
 
 
 @dataclass
@@ -46,7 +47,17 @@ async def submit_and_read(impl: Implementation, tokens: int, tps: float) -> load
     if isinstance(impl, TokenRelay):  # submit and read in one request (`stream: true`)
         body = {"model": "demo", "prompt": "bench", "stream": True,
                 "params": {"max_tokens": tokens, "tokens_per_second": tps}}
-        return await load.read_sse(HOST, impl.port, "/v1/jobs", body=body)
+        refusals = 0
+        while True:  # like any client: an overloaded gateway sheds load with 429/503 and Retry-After
+            try:
+                reading = await load.read_sse(HOST, impl.port, "/v1/jobs", body=body)
+                reading.refusals = refusals
+                return reading
+            except load.Refused as refused:
+                refusals += 1
+                if refused.status not in (429, 503) or refusals > MAX_REFUSALS:
+                    raise
+                await asyncio.sleep(refused.retry_after_s)
     path = "/stream" if isinstance(impl, Direct) else "/run"
     return await load.read_sse(HOST, impl.port, f"{path}?max_tokens={tokens}&tps={tps}")
 
@@ -84,6 +95,7 @@ async def latency(impl: Implementation, sizes: Sizes) -> dict:
         "lag_max_ms": max(lags) * 1000 if lags else float("nan"),
         "jobs_complete": sum(r.tokens == sizes.latency_tokens for r in ok),
         "jobs": sizes.latency_jobs,
+        "submits_refused": sum(r.refusals for r in ok),
     }
 
 
