@@ -76,102 +76,78 @@ def print_events(events: Iterable, out: TextIO, err: TextIO, separator: str | No
     return status
 
 
+def _exit_code(job_id: str, status: str | None) -> int:
+    if status is None:
+        print("error: the stream ended without an end event", file=sys.stderr)
+        return 1
+    if status != "succeeded":
+        print(f"job {job_id} {status}", file=sys.stderr)
+    return EXIT_CODES.get(status, 1)
+
+
 def _follow(client, job_id: str, last_event_id: str | None, args: argparse.Namespace) -> int:
     events = client.stream(job_id, last_event_id=last_event_id)
     if args.json:
         status = print_json_events(events, sys.stdout)
     else:
         status = print_events(events, sys.stdout, sys.stderr, args.separator, StatusLine.for_terminal(sys.stderr, sys.stdout))
-    if status is None:
-        print("error: the stream ended without an end event", file=sys.stderr)
-        return 1
-    if status != "succeeded":
-        print(f"job {job_id} {status}", file=sys.stderr)
-    return EXIT_CODES.get(status, 1)
+    return _exit_code(job_id, status)
+
+
+def _with_client(args: argparse.Namespace, action, on_interrupt=None) -> int:
+    """Run `action(client)`; a gateway error, an unreachable gateway or Ctrl-C become an exit code."""
+    import httpx
+
+    from .client import Client
+    from .errors import ClientError
+
+    with Client(args.url, api_key=args.api_key) as client:
+        try:
+            return action(client)
+        except ClientError as exc:
+            return _client_failed(exc)
+        except httpx.HTTPError as exc:
+            return _unreachable(exc, args.url)
+        except KeyboardInterrupt:
+            print(file=sys.stdout, flush=True)
+            if on_interrupt is not None:
+                on_interrupt(client)
+            return EXIT_INTERRUPTED
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import httpx
-
-    from .client import Client
-    from .errors import ClientError
-
     params = {name: value for name, value in (("max_tokens", args.max_tokens),
                                               ("tokens_per_second", args.tokens_per_second)) if value is not None}
-    with Client(args.url, api_key=args.api_key) as client:
-        job_id = None
-        try:
-            job_id = client.submit(args.prompt, model=args.model, params=params)["id"]
-            print(f"job {job_id}", file=sys.stderr, flush=True)
-            return _follow(client, job_id, None, args)
-        except ClientError as exc:
-            return _client_failed(exc)
-        except httpx.HTTPError as exc:
-            return _unreachable(exc, args.url)
-        except KeyboardInterrupt:
-            print(file=sys.stdout, flush=True)
-            if job_id is not None:
-                _cancel_quietly(client, job_id)
-            return EXIT_INTERRUPTED
+    submitted: list[str] = []
+
+    def run(client) -> int:
+        submitted.append(client.submit(args.prompt, model=args.model, params=params)["id"])
+        print(f"job {submitted[0]}", file=sys.stderr, flush=True)
+        return _follow(client, submitted[0], None, args)
+
+    def cancel(client) -> None:  # Ctrl-C during `run` cancels the job it started
+        if submitted:
+            _cancel_quietly(client, submitted[0])
+
+    return _with_client(args, run, cancel)
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
-    import httpx
-
-    from .client import Client
-    from .errors import ClientError
-
-    with Client(args.url, api_key=args.api_key) as client:
-        try:
-            return _follow(client, args.job_id, args.last_event_id, args)
-        except ClientError as exc:
-            return _client_failed(exc)
-        except httpx.HTTPError as exc:
-            return _unreachable(exc, args.url)
-        except KeyboardInterrupt:
-            print(file=sys.stdout, flush=True)
-            return EXIT_INTERRUPTED
+    return _with_client(args, lambda client: _follow(client, args.job_id, args.last_event_id, args))
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
-    import httpx
-
-    from .client import Client
-    from .errors import ClientError
     from .graph_cli import run_graph
 
-    with Client(args.url) as client:
-        try:
-            job_id, status = run_graph(args, client)
-        except ClientError as exc:
-            return _client_failed(exc)
-        except httpx.HTTPError as exc:
-            return _unreachable(exc, args.url)
-        except KeyboardInterrupt:
-            print(file=sys.stdout, flush=True)
-            return EXIT_INTERRUPTED
-    if status is None:
-        print("error: the stream ended without an end event", file=sys.stderr)
-        return 1
-    if status != "succeeded":
-        print(f"job {job_id} {status}", file=sys.stderr)
-    return EXIT_CODES.get(status, 1)
+    return _with_client(args, lambda client: _exit_code(*run_graph(args, client)))
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    import httpx
+    def show(client) -> int:
+        print_jobs(client.list_jobs(limit=args.limit), sys.stdout, args.json)
+        return 0
 
-    from .client import Client
-    from .errors import ClientError
-
-    with Client(args.url) as client:
-        try:
-            print_jobs(client.list_jobs(limit=args.limit), sys.stdout, args.json)
-        except ClientError as exc:
-            return _client_failed(exc)
-        except httpx.HTTPError as exc:
-            return _unreachable(exc, args.url)
-    return 0
+    return _with_client(args, show)
 
 
 def _client_failed(exc: Exception) -> int:
@@ -319,11 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .graph_cli import add_graph_command
 
-    add_graph_command(commands, default_url, _cmd_graph)
+    add_graph_command(commands, default_url, _cmd_graph, _add_connection_options)
     jobs = commands.add_parser("jobs", help="list recent jobs, newest first")
     jobs.add_argument("--limit", type=_positive_int, default=20, help="how many (default 20, at most 200)")
     jobs.add_argument("--json", action="store_true", help="one JSON object per job")
-    jobs.add_argument("--url", default=default_url, help=f"the gateway (default: $TOKENRELAY_URL or {DEFAULT_URL})")
+    _add_connection_options(jobs, default_url)
     jobs.set_defaults(handler=_cmd_jobs)
     key = commands.add_parser("key", help="make a new API key and its TOKENRELAY_API_KEYS entry")
     key.add_argument("name", help="the key's name; jobs it creates belong to it")
@@ -336,6 +312,10 @@ def _add_stream_options(parser: argparse.ArgumentParser, default_url: str) -> No
     parser.add_argument("--separator", default=None, help="printed after each token event's text")
     parser.add_argument("--json", action="store_true",
                         help="print every event as one JSON object per line ({id, event, data}), for scripts")
+    _add_connection_options(parser, default_url)
+
+
+def _add_connection_options(parser: argparse.ArgumentParser, default_url: str) -> None:
     parser.add_argument("--url", default=default_url, help=f"the gateway (default: $TOKENRELAY_URL or {DEFAULT_URL})")
     parser.add_argument("--api-key", default=os.environ.get("TOKENRELAY_API_KEY") or None,
                         help="sent as Authorization: Bearer (default: $TOKENRELAY_API_KEY)")

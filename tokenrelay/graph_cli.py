@@ -57,7 +57,7 @@ def _json_object(text: str) -> dict:
     return value
 
 
-def add_graph_command(commands, default_url: str, handler) -> None:
+def add_graph_command(commands, default_url: str, handler, add_connection_options) -> None:
     graph = commands.add_parser("graph", help="run a registered graph and print what it streams")
     graph.add_argument("name", help="a graph name, e.g. joke_poem, custom_progress, calculator_agent")
     graph.add_argument("--input", type=_json_object, default={}, help='the input state as JSON, e.g. \'{"topic": "cats"}\'')
@@ -70,7 +70,7 @@ def add_graph_command(commands, default_url: str, handler) -> None:
     graph.add_argument("--node", help="only events of these comma-separated nodes")
     graph.add_argument("--events", help="only these comma-separated event types")
     graph.add_argument("--final-only", action="store_true", help="only the final answer's tokens")
-    graph.add_argument("--url", default=default_url, help="the gateway")
+    add_connection_options(graph, default_url)
     graph.set_defaults(handler=handler)
 
 
