@@ -139,6 +139,8 @@ class Relay:
 
     async def stop(self) -> None:
         if self._task:
+            # Close the reader's socket first: cancelling an XREAD blocked inside redis-py 8 can hang.
+            await self.reader_redis.connection_pool.disconnect()
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         try:
