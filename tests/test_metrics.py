@@ -112,11 +112,9 @@ def test_slow_reader_disconnects_are_counted(redis_server):
         stream_key = keys.events(job_id)
         await redis.xadd(stream_key, encode_fields("metadata", {"job_id": job_id}), id="1-0")
         follower = relay.follow(job_id, None)
-        chunks = [await follower.__anext__()]  # history; the reader now waits on the hub
-        await asyncio.sleep(0.3)
+        chunks = [await follower.__anext__()]  # history; the reader is paused before it joins the hub
         for seq in range(1, 50):  # published while the reader does not read
             await redis.xadd(stream_key, encode_fields("token", {"text": "x", "index": seq - 1}), id=f"1-{seq}")
-        await asyncio.sleep(0.5)
         chunks += [chunk async for chunk in follower]
         await relay.stop()
         await redis.delete(stream_key)

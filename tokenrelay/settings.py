@@ -102,23 +102,10 @@ class Settings(BaseSettings):
     log_prompts: bool = False
     worker_metrics_port: int | None = None
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "api_keys", "provider_retry_delays_s", mode="before")
     @classmethod
-    def _split_models(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
-
-    @field_validator("provider_retry_delays_s", mode="before")
-    @classmethod
-    def _split_delays(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [float(item) for item in value.split(",") if item.strip()]
-        return value
-
-    @field_validator("api_keys", mode="before")
-    @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
+        # Environment values are comma-separated lists; pydantic converts each item to the field's type.
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
