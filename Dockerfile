@@ -1,7 +1,7 @@
 # One image for both roles of tokenrelay:
 #   gateway (default CMD): uvicorn --factory api.app:app_from_env --host 0.0.0.0 --port 8000
 #   worker:                celery -A worker worker --pool threads -l info
-# Configuration comes from TOKENRELAY_* environment variables (see tokenrelay/settings.py).
+# Configuration comes from TOKENRELAY_* environment variables (see tokenrelay/core/settings.py).
 
 ARG PYTHON_IMAGE=python:3.11-slim
 

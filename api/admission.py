@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from tokenrelay.core.store import JobRecord, create_job, delete_job
 from tokenrelay.errors import ServiceUnavailable
-from tokenrelay.store import JobRecord, create_job, delete_job
 
 from .quotas import admit_active_job, check_queue_depth, release_active_job
 

@@ -11,10 +11,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from tokenrelay.protocol import Keys
-from tokenrelay.settings import Settings
-from tokenrelay.store import JobScripts
-from worker.celery_app import TaskSender, create_celery_app
+from tokenrelay.core.keys import Keys
+from tokenrelay.core.settings import Settings
+from tokenrelay.core.store import JobScripts
+from tokenrelay.core.tasks import TaskSender, create_celery_app
 
 from . import jobs_list, metrics, openai_compat, webpage
 from .auth import Authenticate, KeyRing, StreamTokens, token_secret
@@ -130,8 +130,8 @@ def create_app(settings: Settings) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """Zero-argument factory for `uvicorn --factory api.app:app_from_env`: settings from the environment."""
-    from tokenrelay.logs import configure_logging
-    from tokenrelay.settings import load_settings
+    from tokenrelay.core.logs import configure_logging
+    from tokenrelay.core.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tokenrelay.settings import Settings
+from tokenrelay.core.settings import Settings
 
 from .errors import error_response
 

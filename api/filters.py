@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from tokenrelay import protocol
+from tokenrelay.core import protocol
+from tokenrelay.core.registry import GRAPH_EVENT_TYPES, TOOL_CALL, TOOL_RESULT, UPDATE
 from tokenrelay.errors import InvalidRequest
-from tokenrelay.graphs import GRAPH_EVENT_TYPES, TOOL_CALL, TOOL_RESULT, UPDATE
 
 ALWAYS_PASS = frozenset({b"reset", b"error", b"end"})
 KNOWN_EVENTS = (*protocol.EVENT_TYPES, *GRAPH_EVENT_TYPES)

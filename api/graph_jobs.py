@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokenrelay.graphs import check_graph
-from tokenrelay.models import check_model
-from tokenrelay.settings import Settings
+from tokenrelay.core.registry import check_graph, check_model
+from tokenrelay.core.settings import Settings
 
 from .schemas import JobRequest
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from tokenrelay.store import JobRecord
+from tokenrelay.core.store import JobRecord
 
 from .auth import principal_of
 from .errors import ERROR_RESPONSES

@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from tokenrelay import protocol
+from tokenrelay.core import protocol
 from tokenrelay.sse import Event, SSEParser
 
 from .errors import ERROR_RESPONSES

@@ -24,10 +24,10 @@ from collections import Counter
 from redis.asyncio import Redis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tokenrelay import protocol
+from tokenrelay.core import protocol
+from tokenrelay.core.keys import Keys
+from tokenrelay.core.settings import Settings
 from tokenrelay.errors import LimitExceeded
-from tokenrelay.protocol import Keys
-from tokenrelay.settings import Settings
 
 from .auth import STATE_FIELD, Principal
 from .errors import error_response

@@ -31,8 +31,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tokenrelay import protocol
-from tokenrelay.protocol import EventId, Keys
+from tokenrelay.core import protocol
+from tokenrelay.core.keys import Keys
+from tokenrelay.core.protocol import EventId
 
 from .filters import EntryView, StreamFilter
 

@@ -10,15 +10,20 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from redis.exceptions import RedisError
 
-from tokenrelay import protocol
-from tokenrelay.errors import InvalidEventId, InvalidRequest, JobNotFound, ServiceUnavailable
-from tokenrelay.models import check_model
-from tokenrelay.protocol import EventId
-from tokenrelay.store import JobRecord, load_job
+from tokenrelay.core import protocol
+from tokenrelay.core.protocol import EventId
+from tokenrelay.core.registry import check_model
+from tokenrelay.core.store import JobRecord, load_job
+from tokenrelay.errors import (
+    InvalidEventId,
+    InvalidRequest,
+    JobNotFound,
+    ServiceUnavailable,
+)
 
+from .admission import admit, forget_later
 from .auth import principal_of
 from .errors import ERROR_RESPONSES
-from .admission import admit, forget_later
 from .filters import StreamFilter
 from .graph_jobs import graph_request
 from .quotas import limit_duration

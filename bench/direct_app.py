@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from langchain_core.messages import HumanMessage
 
-from tokenrelay.demo import DemoChatModel
+from tokenrelay.engine.demo import DemoChatModel
 
 DONE = object()
 

@@ -22,7 +22,7 @@ def create_celery():
     from celery import Celery
     from langchain_core.messages import HumanMessage
 
-    from tokenrelay.demo import DemoChatModel
+    from tokenrelay.engine.demo import DemoChatModel
 
     app = Celery("naive", broker=redis_url())
     app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tokenrelay.embedded import EmbeddedServer, free_port
+from tokenrelay.cli.embedded import EmbeddedServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 import redis
 
 from . import load
-from .procs import Direct, Implementation, Naive, TokenRelay, rss_bytes, tcp_connections_to
+from .procs import (
+    Direct,
+    Implementation,
+    Naive,
+    TokenRelay,
+    rss_bytes,
+    tcp_connections_to,
+)
 
 HOST = "127.0.0.1"
 MAX_REFUSALS = 10

@@ -9,23 +9,11 @@ import pytest
 import redis
 
 from tokenrelay import Client
-from tokenrelay.embedded import EmbeddedServer
+from tokenrelay.cli.embedded import EmbeddedServer
 
-from .fake_openai import FakeOpenAIServer
-from .stack import start_gateway, start_worker, stack_env, wait_for_workers
-
-# Short leases so tests of a lost worker finish in seconds.
-TEST_SETTINGS = {
-    "lease_ttl_s": 2,
-    "reaper_interval_s": 0.25,
-    "models": "demo,openai:echo,openai:drop-after-3,openai:error-401,openai:flaky-3,openai:unavailable-once,"
-              "openai:error-500",
-    # Provider retries fast, so tests of a flaky provider finish quickly.
-    "provider_retry_delays_s": "0.05,0.1",
-    # Quotas have tests of their own (test_quotas.py); here they must not get in the way.
-    "rate_limit_per_minute": 1_000_000,
-    "max_active_jobs_per_key": 100_000,
-}
+from .support.fake_openai import FakeOpenAIServer
+from .support.processes import stack_env, start_gateway, start_worker, wait_for_workers
+from .support.settings import TEST_SETTINGS
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .celery_app import TASK_NAME, TaskSender, create_celery_app, enqueue_job
+from .celery_app import create_worker_app
 
-__all__ = ["TASK_NAME", "TaskSender", "create_celery_app", "enqueue_job"]
+__all__ = ["create_worker_app"]
 
 _default_app = None
 
@@ -19,8 +19,8 @@ def __getattr__(name: str) -> Any:
     global _default_app
     if name in ("app", "celery"):
         if _default_app is None:
-            from tokenrelay.settings import load_settings
+            from tokenrelay.core.settings import load_settings
 
-            _default_app = create_celery_app(load_settings())
+            _default_app = create_worker_app(load_settings())
         return _default_app
     raise AttributeError(name)

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from tokenrelay import graphs, protocol, runner
-from tokenrelay.models import GenerationParams, build_chat_model
-from tokenrelay.retry import RetryPolicy, with_retries
-from tokenrelay.protocol import Keys
-from tokenrelay.settings import Settings
-from tokenrelay.store import JobScripts, load_job, utc_now
+from tokenrelay.core import protocol
+from tokenrelay.core.keys import Keys
+from tokenrelay.core.settings import Settings
+from tokenrelay.core.store import JobScripts, load_job, utc_now
+from tokenrelay.engine import graphs, runner
+from tokenrelay.engine.models import GenerationParams, build_chat_model
+from tokenrelay.engine.retry import RetryPolicy, with_retries
 
 from .metrics import worker_metrics
 from .publisher import JobStream, StreamPublisher

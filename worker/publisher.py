@@ -20,11 +20,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ResponseError, TimeoutError as RedisTimeoutError
+from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tokenrelay import protocol
-from tokenrelay.protocol import EventId, Keys
-from tokenrelay.runner import Event
+from tokenrelay.core import protocol
+from tokenrelay.core.keys import Keys
+from tokenrelay.core.protocol import EventId
+from tokenrelay.engine.runner import Event
 
 log = logging.getLogger("tokenrelay.worker.publisher")
 

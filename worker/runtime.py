@@ -24,10 +24,11 @@ from collections.abc import Callable
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from tokenrelay import graphs
-from tokenrelay.protocol import TERMINAL_STATUSES, Keys
-from tokenrelay.settings import Settings
-from tokenrelay.store import JobScripts
+from tokenrelay.core.keys import Keys
+from tokenrelay.core.protocol import TERMINAL_STATUSES
+from tokenrelay.core.settings import Settings
+from tokenrelay.core.store import JobScripts
+from tokenrelay.engine import graphs
 
 from .jobs import JobServices, execute_job
 from .metrics import worker_metrics

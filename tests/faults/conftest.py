@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tokenrelay.embedded import EmbeddedServer
+from tokenrelay.cli.embedded import EmbeddedServer
 
 
 @pytest.fixture

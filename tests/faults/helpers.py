@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from ..stack import wait_until
+from ..support.processes import wait_until
 from .reader import ResilientReader
 
 SLOW_JOB = {"model": "demo", "prompt": "survive the fault", "params": {"max_tokens": 60, "tokens_per_second": 20}}

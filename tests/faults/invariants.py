@@ -4,7 +4,7 @@ exactly one end."""
 
 from __future__ import annotations
 
-from tokenrelay.protocol import EventId
+from tokenrelay.core.protocol import EventId
 
 
 def check_reader(events, record: dict | None = None) -> dict:

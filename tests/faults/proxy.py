@@ -14,7 +14,7 @@ import socket
 import struct
 import threading
 
-from tokenrelay.embedded import free_port
+from tokenrelay.cli.embedded import free_port
 
 CHUNK = 65536
 

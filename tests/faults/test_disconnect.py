@@ -16,10 +16,10 @@ import redis
 import uvicorn
 
 from api.app import create_app
-from tokenrelay.embedded import free_port
-from tokenrelay.settings import Settings
+from tokenrelay.cli.embedded import free_port
+from tokenrelay.core.settings import Settings
 
-from ..stack import start_worker, stack_env, wait_for_workers, wait_until
+from ..support.processes import stack_env, start_worker, wait_for_workers, wait_until
 from .helpers import SLOW_JOB, submit
 
 READERS = 40

@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import redis
 
-from ..stack import Stack
+from ..support.processes import Stack
 from .helpers import readers_mid_stream, record, submit
 from .invariants import check_reader
 

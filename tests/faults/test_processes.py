@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 
-from ..stack import Stack, wait_until
+from ..support.processes import Stack, wait_until
 from .helpers import SLOW_JOB, readers_mid_stream, record, submit, time_to_next_token
 from .invariants import check_reader
 

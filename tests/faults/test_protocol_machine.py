@@ -11,11 +11,17 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from tokenrelay.sse import SSEParser
 
-from ..stack import Stack
+from ..support.processes import Stack
 from .helpers import record, submit
 from .invariants import check_reader
 

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from ..stack import Stack
+from ..support.processes import Stack
 from .helpers import readers_mid_stream, record, submit, time_to_next_token, wait_ready
 from .invariants import check_reader
 

@@ -9,8 +9,15 @@ import time
 import httpx
 import pytest
 
-from ..stack import Stack
-from .helpers import SLOW_JOB, readers_mid_stream, record, submit, time_to_next_token, wait_ready
+from ..support.processes import Stack
+from .helpers import (
+    SLOW_JOB,
+    readers_mid_stream,
+    record,
+    submit,
+    time_to_next_token,
+    wait_ready,
+)
 from .invariants import check_reader
 from .proxy import FaultProxy
 

@@ -1,0 +1,38 @@
+"""The Redis broker transport, made to survive a lost broker connection while tasks are in flight.
+
+kombu 5.7 with redis-py 8: when the broker connection drops while a task is unacknowledged (with
+acks_late, every running job), closing the channel tries to restore the message through a pool it
+has just disconnected, and acknowledging it later goes through that dead channel too. Both raise
+AttributeError, which Celery calls unrecoverable: the worker exits after its running jobs, so one
+Redis restart would take every busy worker down.
+
+Here a closed channel neither restores nor acknowledges. That loses nothing: the message stays in
+Redis's `unacked` hash and any worker restores it after visibility_timeout; the job then is either
+finished (nothing runs) or running under a live lease (nothing runs twice), and a job whose worker
+is really lost is queued again sooner by the lease reaper (worker/runtime.py).
+"""
+
+from __future__ import annotations
+
+from kombu.transport import redis
+
+TRANSPORT = "tokenrelay.core.broker:Transport"
+
+
+class QoS(redis.QoS):
+    def ack(self, delivery_tag) -> None:
+        if self.channel.connection is not None:
+            super().ack(delivery_tag)
+
+    def reject(self, delivery_tag, requeue=False) -> None:
+        if self.channel.connection is not None:
+            super().reject(delivery_tag, requeue)
+
+
+class Channel(redis.Channel):
+    QoS = QoS
+    do_restore = False
+
+
+class Transport(redis.Transport):
+    Channel = Channel

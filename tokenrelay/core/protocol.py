@@ -1,0 +1,87 @@
+"""The stream protocol shared by workers and gateways: key names, job and event ids, event encoding.
+
+Deliberate choices (read before changing):
+- Entry ids are explicit, `<attempt>-<seq>`. A write retried after a timeout fails with
+  "equal or smaller" instead of duplicating an event, and every entry of attempt 2 sorts
+  after every entry of attempt 1, so two attempts can never interleave.
+- An event is two stream fields: `e` (type) and `d` (compact JSON). Gateways turn an entry into
+  SSE bytes once and send those bytes to every reader.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidEventId, InvalidJobId
+
+JOB_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+EVENT_ID_PATTERN = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+MAX_ID_PART = 2**64 - 1
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+# Event types on a job's stream.
+METADATA = "metadata"
+TOKEN = "token"
+RESET = "reset"
+ERROR = "error"
+END = "end"
+EVENT_TYPES = (METADATA, TOKEN, RESET, ERROR, END)
+
+CANCEL_CHANNEL_SUFFIX = "cancel"
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def check_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
+        raise InvalidJobId(job_id)
+    return job_id
+
+
+@dataclass(frozen=True, order=True)
+class EventId:
+    attempt: int
+    seq: int
+
+    @classmethod
+    def parse(cls, text: str) -> "EventId":
+        match = EVENT_ID_PATTERN.fullmatch(text.strip()) if isinstance(text, str) else None
+        if not match:
+            raise InvalidEventId(text)
+        attempt, seq = int(match.group(1)), int(match.group(2))
+        if attempt > MAX_ID_PART or seq > MAX_ID_PART:
+            raise InvalidEventId(text)
+        return cls(attempt, seq)
+
+    def __str__(self) -> str:
+        return f"{self.attempt}-{self.seq}"
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_fields(event: str, data: dict[str, Any]) -> dict[str, str]:
+    """Stream entry fields for one event."""
+    return {"e": event, "d": dumps(data)}
+
+
+def sse_frame(event_id: str, event: str, data_json: str) -> bytes:
+    # data_json is compact JSON: it never holds a raw CR or LF, so a token cannot forge a frame.
+    return f"id: {event_id}\nevent: {event}\ndata: {data_json}\n\n".encode()
+
+
+def entry_to_sse(entry_id: bytes, fields: dict[bytes, bytes]) -> bytes:
+    """SSE bytes for a raw stream entry (as read with decode_responses=False)."""
+    return b"id: " + entry_id + b"\nevent: " + fields[b"e"] + b"\ndata: " + fields[b"d"] + b"\n\n"
+
+
+KEEPALIVE_FRAME = b": keepalive\n\n"

@@ -1,0 +1,31 @@
+"""The names a client may ask for: models, graphs, stream modes and graph event types.
+
+The gateway validates requests against this module alone; it never imports a model or a graph,
+so it never loads LangChain or LangGraph. The worker builds what the names stand for (engine/).
+"""
+
+from __future__ import annotations
+
+from ..errors import UnknownGraph, UnknownModel
+from .settings import Settings
+
+OPENAI_PREFIX = "openai:"
+
+STREAM_MODES = ("messages", "custom", "updates", "values")
+DEFAULT_STREAM_MODES = ("messages",)
+
+# Event types a graph run adds to the core's.
+CUSTOM, UPDATE, VALUE, TOOL_CALL, TOOL_RESULT = "custom", "update", "value", "tool_call", "tool_result"
+GRAPH_EVENT_TYPES = (CUSTOM, UPDATE, VALUE, TOOL_CALL, TOOL_RESULT)
+
+
+def check_model(name: str, settings: Settings) -> str:
+    if name not in settings.models:
+        raise UnknownModel(name, settings.models)
+    return name
+
+
+def check_graph(name: str, settings: Settings) -> str:
+    if name not in settings.graphs:
+        raise UnknownGraph(name, sorted(settings.graphs))
+    return name

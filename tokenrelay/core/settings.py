@@ -1,0 +1,127 @@
+"""Typed settings, read from `TOKENRELAY_*` environment variables by `load_settings()`.
+
+Nothing reads the environment at import: callers build a `Settings` and pass it down.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_GRAPHS = {
+    "joke_poem": "tokenrelay.engine.examples.joke_poem:build",
+    "custom_progress": "tokenrelay.engine.examples.custom_progress:build",
+    "calculator_agent": "tokenrelay.engine.examples.calculator_agent:build",
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOKENRELAY_", extra="ignore")
+
+    # Where streams and job records live; also the Celery broker unless broker_url is set.
+    redis_url: str = DEFAULT_REDIS_URL
+    broker_url: str | None = None
+    # Prefix of every Redis key the product writes (see tokenrelay.core.keys.Keys).
+    key_prefix: str = "tokenrelay"
+    queue_name: str = "tokenrelay"
+
+    # Models a client may name. `demo` is offline; `openai:<name>` uses ChatOpenAI.
+    models: Annotated[list[str], NoDecode] = ["demo", "openai:gpt-4o-mini"]
+    openai_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("TOKENRELAY_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("TOKENRELAY_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+
+    # Retention of finished jobs' streams and records.
+    retention_s: int = 24 * 3600
+    # Hard limit on one attempt of a job; past it the job fails with error type `timeout`.
+    job_timeout_s: float = 3600.0
+
+    # Request limits.
+    max_body_bytes: int = 1_000_000
+    max_messages: int = 256
+    max_message_chars: int = 200_000
+    max_tokens_limit: int = 16_384
+    default_max_tokens: int = 64
+
+    # Authentication (see api/auth.py). Each entry is `<name>:<sha256 hex of the key>[:admin]`;
+    # none configured = no authentication, for a gateway on loopback only.
+    api_keys: Annotated[list[str], NoDecode] = []
+    # Signs stream tokens; gateways behind one load balancer need the same one. Unset: derived
+    # from api_keys, so gateways with the same keys agree.
+    stream_token_secret: str | None = None
+    stream_token_ttl_s: int = 300
+
+    # Quotas (see api/quotas.py); refusals are 429 with Retry-After.
+    rate_limit_per_minute: int = 600
+    max_active_jobs_per_key: int = 64
+    max_queued_jobs: int = 10_000
+    # Per gateway process; counted over open streams of one job.
+    max_readers_per_job: int = 500
+    # One stream connection's lifetime; past it the response ends and the client resumes.
+    max_stream_s: float = 3600.0
+
+    # Gateway relay.
+    keepalive_s: float = 15.0
+    client_buffer_events: int = 2_000
+    reader_block_ms: int = 5_000
+    history_batch: int = 1_000
+    redis_pool_size: int = 5
+
+    # Worker.
+    worker_concurrency: int = 500
+    # A running job's lease; a worker that stops renewing it for this long is presumed lost.
+    lease_ttl_s: float = 10.0
+    reaper_interval_s: float = 1.0
+    # Broker redelivery of unacknowledged messages (Redis broker). Leases prevent double runs,
+    # so this only bounds how long a message prefetched by a lost worker waits.
+    visibility_timeout_s: int = 300
+    # Tokens are written as soon as the previous write returned; this extra wait (0 = none)
+    # lets more tokens share one write. A lone token is never held back longer than this.
+    flush_window_ms: float = 0.0
+    # Adds `ts` (production time, Unix seconds) to token events: for measuring delivery lag.
+    event_timestamps: bool = False
+
+    # Graphs clients may run by name: name -> `module:attribute` of a compiled LangGraph graph or of a
+    # factory `f(model) -> graph`. Clients name a graph, never an import path (JSON in the environment).
+    graphs: dict[str, str] = dict(DEFAULT_GRAPHS)
+    # Provider errors that may pass (connection lost, 429, 5xx): tries per job attempt, and the waits
+    # between them. Before the first event a retry is invisible; after it, readers get a `reset`.
+    provider_attempts: int = Field(default=3, ge=1, le=10)
+    provider_retry_delays_s: Annotated[list[float], NoDecode] = [0.5, 2.0]
+
+    # Observability. `log_format="json"` writes one JSON object per line; prompts are never logged
+    # unless `log_prompts` (a debug setting) is on. The worker serves Prometheus metrics on
+    # `worker_metrics_port` when it is set (the gateway serves them at /metrics).
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    log_prompts: bool = False
+    worker_metrics_port: int | None = None
+
+    @field_validator("models", "api_keys", "provider_retry_delays_s", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        # Environment values are comma-separated lists; pydantic converts each item to the field's type.
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("openai_api_key", "openai_base_url", "broker_url", "stream_token_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (e.g. from CLI flags) on top."""
+    clean = {key: value for key, value in overrides.items() if value is not None}
+    return Settings(**clean)

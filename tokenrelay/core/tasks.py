@@ -1,0 +1,97 @@
+"""Sending a job to the workers: the Celery app's broker settings and a sender the gateway uses.
+
+The gateway needs only this to enqueue a job id: it never imports the worker, so it never loads
+LangChain. The worker builds its app from the same `create_celery_app` and adds the task to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from celery import Celery
+
+from .broker import TRANSPORT as REDIS_TRANSPORT
+from .settings import Settings
+
+TASK_NAME = "tokenrelay.run_job"
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    """A Celery app configured for no loss, with no task registered (the worker adds its one task)."""
+    app = Celery("tokenrelay", broker=settings.celery_broker_url, set_as_current=False)
+    app.conf.update(
+        # JSON only: pickle from a reachable broker is remote code execution.
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        # No loss: acknowledge after the job ran, requeue when the process running it dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=settings.queue_name,
+        # Redelivery after visibility_timeout_s, give or take a scan interval (kombu's default scans
+        # about every 100 s, which would make the timeout meaningless when it is short).
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s,
+                                  "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
+                                  "unacked_restore_throttle": 1},
+        broker_connection_retry_on_startup=True,
+        # Jobs wait on providers, not on the CPU: threads, each only waiting on the process's loop.
+        worker_pool="threads",
+        worker_concurrency=settings.worker_concurrency,
+        worker_hijack_root_logger=False,
+        # The threads pool has no time limits; jobs enforce job_timeout_s themselves. These
+        # apply when someone runs the prefork pool.
+        task_time_limit=int(settings.job_timeout_s) + 60,
+        task_soft_time_limit=int(settings.job_timeout_s) + 30,
+        worker_send_task_events=False,
+    )
+    if settings.celery_broker_url.startswith(("redis://", "rediss://", "unix://")):
+        # Survives a broker connection loss with tasks in flight (see tokenrelay/core/broker.py).
+        app.conf.broker_transport = REDIS_TRANSPORT
+    app.tokenrelay_settings = settings
+    return app
+
+
+def enqueue_job(app: Celery, job_id: str, producer=None) -> None:
+    settings: Settings = app.tokenrelay_settings
+    app.send_task(TASK_NAME, args=[job_id], queue=settings.queue_name, producer=producer)
+
+
+class TaskSender:
+    """Sends job tasks from one thread holding one producer.
+
+    Kombu producers are not thread-safe, and Celery builds per-thread state (a result backend,
+    broker connections) in every new thread that sends: a pool of sender threads costs imports
+    and connections under a burst of submits, and starves the event loop of the GIL meanwhile.
+    """
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenrelay-send")
+        self._producer = None
+
+    def _send(self, job_id: str) -> None:
+        if self._producer is None:
+            self._producer = self.app.producer_pool.acquire(block=True)
+        try:
+            enqueue_job(self.app, job_id, self._producer)
+        except Exception:
+            self._drop_producer()
+            raise
+
+    def _drop_producer(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.release()
+            except Exception:  # noqa: BLE001 - a broken producer is being thrown away
+                pass
+            self._producer = None
+
+    async def send(self, job_id: str) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._send, job_id)
+
+    def close(self) -> None:
+        self._executor.submit(self._drop_producer).result()
+        self._executor.shutdown()

@@ -1,0 +1,56 @@
+"""The server-side model registry: which names a client may use, and how each becomes a chat model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from langchain_core.language_models import BaseChatModel
+
+from ..core.registry import OPENAI_PREFIX, check_model
+from ..core.settings import Settings
+from ..errors import ModelNotConfigured, UnknownModel
+from .demo import DemoChatModel
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int
+    temperature: float | None = None
+    stop: tuple[str, ...] = ()
+    tokens_per_second: float | None = None  # demo only: pace of the offline model
+
+    @classmethod
+    def from_dict(cls, raw: dict, default_max_tokens: int) -> "GenerationParams":
+        stop = raw.get("stop") or ()
+        return cls(
+            max_tokens=int(raw.get("max_tokens") or default_max_tokens),
+            temperature=raw.get("temperature"),
+            stop=tuple([stop] if isinstance(stop, str) else stop),
+            tokens_per_second=raw.get("tokens_per_second"),
+        )
+
+
+def build_chat_model(name: str, params: GenerationParams, settings: Settings) -> BaseChatModel:
+    """A chat model for an allowed name; provider credentials come from settings, never from clients."""
+    check_model(name, settings)
+    if name == "demo":
+        pace = 30.0 if params.tokens_per_second is None else params.tokens_per_second
+        return DemoChatModel(max_tokens=params.max_tokens, tokens_per_second=pace, stop=list(params.stop) or None)
+    if name.startswith(OPENAI_PREFIX):
+        from langchain_openai import ChatOpenAI
+
+        if not settings.openai_api_key and not settings.openai_base_url:
+            raise ModelNotConfigured("OPENAI_API_KEY is not set on the workers")
+
+        return ChatOpenAI(
+            model=name[len(OPENAI_PREFIX) :],
+            api_key=settings.openai_api_key or "not-configured",
+            base_url=settings.openai_base_url,
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            stop=list(params.stop) or None,
+            streaming=True,
+            stream_usage=True,
+            max_retries=0,
+        )
+    raise UnknownModel(name, settings.models)

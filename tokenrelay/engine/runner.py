@@ -1,0 +1,157 @@
+"""The pure core: turn a chat model's streamed output into stream events.
+
+Knows neither Celery, Redis nor HTTP; the worker feeds what it yields to a publisher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from ..core import protocol
+from ..errors import ModelNotConfigured
+
+ROLE_TO_MESSAGE = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of a job's stream, before it gets an id."""
+
+    type: str
+    data: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    """What a finished run produced, for the job record and the `end` event."""
+
+    text_parts: list[str] = field(default_factory=list)
+    tokens: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
+    finish_reason: str | None = None
+    state: Any = None  # a graph's final state, as JSON
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    def clear(self) -> None:
+        """Forget a failed try's output before the next one."""
+        self.text_parts, self.tokens, self.usage, self.finish_reason, self.state = [], 0, {}, None, None
+
+
+def to_langchain_messages(messages: list[dict[str, str]]) -> list[BaseMessage]:
+    return [ROLE_TO_MESSAGE[message["role"]](content=message["content"]) for message in messages]
+
+
+def _chunk_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content blocks
+        return "".join(
+            block if isinstance(block, str) else str(block.get("text", ""))
+            for block in content
+            if isinstance(block, str) or block.get("type") == "text"
+        )
+    return ""
+
+
+def _valid_utf8(text: str) -> str:
+    # A provider's JSON may hold a lone surrogate ("\ud83d"): it cannot be encoded, so replace it.
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode()
+
+
+async def stream_chat(model: BaseChatModel, messages: list[BaseMessage], outcome: Outcome) -> AsyncIterator[Event]:
+    """Yield one `token` event per non-empty chunk, filling `outcome` as it goes."""
+    async for chunk in model.astream(messages):
+        text = _valid_utf8(_chunk_text(chunk.content))
+        usage = getattr(chunk, "usage_metadata", None)
+        if usage:
+            outcome.usage = {
+                "input_tokens": int(usage.get("input_tokens", 0)),
+                "output_tokens": int(usage.get("output_tokens", 0)),
+                "total_tokens": int(usage.get("total_tokens", 0)),
+            }
+        finish_reason = (chunk.response_metadata or {}).get("finish_reason")
+        if finish_reason:
+            outcome.finish_reason = finish_reason
+        if text:
+            yield Event(protocol.TOKEN, {"text": text, "index": outcome.tokens})
+            outcome.tokens += 1
+            outcome.text_parts.append(text)
+    if outcome.finish_reason is None:
+        outcome.finish_reason = "stop"
+    if not outcome.usage:
+        outcome.usage = {"input_tokens": 0, "output_tokens": outcome.tokens, "total_tokens": outcome.tokens}
+
+
+def metadata_event(job_id: str, attempt: int, model: str, graph: str | None = None) -> Event:
+    data = {"job_id": job_id, "attempt": attempt, "model": model}
+    if graph:
+        data["graph"] = graph
+    return Event(protocol.METADATA, data)
+
+
+def reset_event(attempt: int, reason: str) -> Event:
+    return Event(protocol.RESET, {"attempt": attempt, "reason": reason})
+
+
+def end_event(status: str, outcome: Outcome | None, finish_reason: str | None) -> Event:
+    usage = outcome.usage if outcome and outcome.usage else {
+        "input_tokens": 0,
+        "output_tokens": outcome.tokens if outcome else 0,
+        "total_tokens": outcome.tokens if outcome else 0,
+    }
+    return Event(protocol.END, {"status": status, "usage": usage, "finish_reason": finish_reason})
+
+
+# Errors a client may see: a type and a fixed, safe message. Provider text can carry secrets
+# or prompts, so it goes to the worker's log only.
+SAFE_ERRORS: dict[str, str] = {
+    "timeout": "the job ran longer than its time limit",
+    "provider_error": "the model provider returned an error",
+    "provider_unavailable": "the model provider could not be reached",
+    "configuration_error": "the model is not configured on the workers",
+    "internal_error": "the job failed on the worker",
+    "store_full": "the job store (Redis) is out of memory; the job was stopped",
+}
+
+
+PROVIDER_MODULES = ("openai", "langchain_openai", "httpx", "httpx2", "httpcore", "httpcore2", "h11")
+UNREACHABLE_HINTS = ("Connection", "Connect", "Timeout", "Protocol")
+
+
+def _causes(exc: BaseException, depth: int = 8):
+    while exc is not None and depth:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+        depth -= 1
+
+
+def classify_error(exc: BaseException) -> str:
+    """A client-safe error type for an exception (provider libraries wrap each other: look at the chain)."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ModelNotConfigured):
+        return "configuration_error"
+    for cause in _causes(exc):
+        for cls in type(cause).__mro__:
+            if cls.__module__.split(".")[0] in PROVIDER_MODULES:
+                if any(hint in cls.__name__ for hint in UNREACHABLE_HINTS):
+                    return "provider_unavailable"
+                return "provider_error"
+    return "internal_error"
+
+
+def error_event(exc: BaseException) -> Event:
+    kind = classify_error(exc)
+    return Event(protocol.ERROR, {"type": kind, "message": SAFE_ERRORS[kind]})
