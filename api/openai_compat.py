@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from tokenrelay.core import protocol
 from tokenrelay.sse import Event, SSEParser
 
+from .answer import Answer
 from .errors import ERROR_RESPONSES
 from .openai_schemas import ChatCompletionRequest
 from .routes import SSE_HEADERS, start_job
@@ -65,27 +66,6 @@ async def job_events(request: Request, job_id: str) -> AsyncIterator[Event | Non
             yield event
 
 
-class _Answer:
-    """The answer's text across attempts (see the module docstring on `reset`)."""
-
-    def __init__(self) -> None:
-        self.sent = ""
-        self.attempt_text = ""
-
-    def reset(self) -> None:
-        self.attempt_text = ""
-
-    def add(self, text: str) -> str | None:
-        """The part of `text` the client does not have yet; None if it contradicts what was sent."""
-        self.attempt_text += text
-        if len(self.attempt_text) <= len(self.sent):
-            return "" if self.sent.startswith(self.attempt_text) else None
-        if not self.attempt_text.startswith(self.sent):
-            return None
-        new, self.sent = self.attempt_text[len(self.sent):], self.attempt_text
-        return new
-
-
 class _Chunks:
     """`chat.completion.chunk` lines of one completion."""
 
@@ -107,7 +87,7 @@ class _Chunks:
 
 async def _stream(request: Request, job_id: str, chunks: _Chunks) -> AsyncIterator[bytes]:
     yield chunks.choice({"role": "assistant", "content": "", "refusal": None})
-    answer = _Answer()
+    answer = Answer()
     async for event in job_events(request, job_id):
         if event is None:
             yield protocol.KEEPALIVE_FRAME

@@ -134,9 +134,9 @@ def _sse_response(request: Request, job_id: str, after: EventId | None, headers:
     return StreamingResponse(body, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
 
 
-async def start_job(body: JobRequest, request: Request) -> JobRecord:
+async def start_job(body: JobRequest, request: Request, extra: dict | None = None) -> JobRecord:
     """Check limits and quotas, store the record and enqueue the job: the one path every API that runs a
-    job takes."""
+    job takes. `extra` is stored in the job's request beside what the worker reads (an API's own fields)."""
     state = request.app.state
     principal = principal_of(request)
     if body.graph is not None:
@@ -145,6 +145,8 @@ async def start_job(body: JobRequest, request: Request) -> JobRecord:
     else:
         messages = _check_limits(body, request)
         model, request_doc = body.model, {"messages": messages, "params": body.params.model_dump(exclude_none=True)}
+    if extra:
+        request_doc = {**extra, **request_doc}
     job_id = protocol.new_job_id()
     try:
         async with asyncio.timeout(SUBMIT_TIMEOUT_S):
