@@ -16,7 +16,7 @@ from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
 from tokenrelay.core.tasks import TaskSender, create_celery_app
 
-from . import jobs_list, metrics, openai_compat, responses, webpage
+from . import ai_sdk, jobs_list, metrics, openai_compat, responses, webpage
 from .auth import Authenticate, KeyRing, StreamTokens, token_secret
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
@@ -119,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(jobs_list.router)
     app.include_router(openai_compat.router)
     app.include_router(responses.router)
+    app.include_router(ai_sdk.router)
     app.include_router(metrics.router)
     app.include_router(webpage.router)
     app.mount("/web", webpage.static_files(), name="web")

@@ -5,7 +5,13 @@ All keys of one job share the hash tag `{<job id>}`, so they live in one Redis C
 
 from __future__ import annotations
 
+import re
+
 from .protocol import CANCEL_CHANNEL_SUFFIX, check_job_id
+
+# Chat ids come from clients (the AI SDK makes them); owners are API key names or "anonymous".
+CHAT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+OWNER_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class Keys:
@@ -23,3 +29,9 @@ class Keys:
 
     def meta(self, job_id: str) -> str:
         return f"{self.prefix}:{{{check_job_id(job_id)}}}:meta"
+
+    def chat(self, owner: str, chat_id: str) -> str:
+        """A chat's latest job, per owner: another key's chat of the same id is another chat."""
+        if not OWNER_PATTERN.fullmatch(owner) or not CHAT_ID_PATTERN.fullmatch(chat_id):
+            raise ValueError("invalid owner or chat id")
+        return f"{self.prefix}:chat:{owner}:{chat_id}"
