@@ -184,7 +184,11 @@ async def create_response(body: ResponseRequest, request: Request):
                               tokens_per_second=body.tokens_per_second)
     job = JobRequest(model=body.model, messages=messages, params=params,
                      metadata={**(body.metadata or {}), "api": "responses"})
-    record = await start_job(job, request, extra={"responses": doc})
+    try:
+        record = await start_job(job, request, extra={"responses": doc})
+    except InvalidRequest as exc:  # name the Responses field, not the job's
+        exc.param = {"messages": "input", "params.max_tokens": "max_output_tokens"}.get(exc.param, exc.param)
+        raise
     if body.stream:
         return _stream(request, record, doc, -1)
     if body.background:

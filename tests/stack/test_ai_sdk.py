@@ -82,6 +82,8 @@ def test_a_failed_job_reaches_the_sdk_as_its_error(gateway_url):
     ({"id": "c1", "messages": [{"role": "assistant", "parts": [{"type": "text", "text": "hi"}]}]}, "messages"),
     ({"id": "c/1", "messages": [{"role": "user", "parts": [{"type": "text", "text": "hi"}]}]}, "id"),
     ({"id": "c1", "model": "nope", "messages": [{"role": "user", "parts": [{"type": "text", "text": "hi"}]}]}, "model"),
+    ({"id": "c1", "max_tokens": 10**9, "messages": [{"role": "user", "parts": [{"type": "text", "text": "hi"}]}]},
+     "max_tokens"),
 ])
 def test_bad_chat_requests_are_400(gateway_url, payload, param):
     assert_error(httpx.post(f"{gateway_url}/ai-sdk/chat", json=payload), 400, param=param)

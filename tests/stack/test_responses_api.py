@@ -182,8 +182,12 @@ def test_sdk_errors(sdk):
     with pytest.raises(openai.NotFoundError) as caught:
         sdk.responses.create(model="gpt-nope", input="x")
     assert caught.value.code == "model_not_found"
-    with pytest.raises(openai.BadRequestError):
+    with pytest.raises(openai.BadRequestError) as caught:
         sdk.responses.create(model="demo", input="x", max_output_tokens=10**9)
+    assert caught.value.param == "max_output_tokens"
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.responses.create(model="demo", input="x" * 200_001)  # over max_message_chars
+    assert caught.value.param == "input"
     with pytest.raises(openai.NotFoundError):
         sdk.responses.retrieve("resp_nope")
 
