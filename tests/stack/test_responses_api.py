@@ -213,7 +213,11 @@ def test_lost_worker_mid_response_sends_no_text_twice(redis_server, isolated_set
             assert_numbered(events)
             assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == expected(40)
             response_id = events[0].response.id
-            replay = list(sdk.responses.retrieve(response_id, stream=True))  # the same numbers after the fact
-            assert [(e.sequence_number, e.type) for e in replay] == [(e.sequence_number, e.type) for e in events]
+        # The same numbers after the fact, from another gateway, from the start and from the middle.
+        with openai.OpenAI(base_url=f"{stack.add_gateway()}/v1", api_key="unused", max_retries=0) as other:
+            replay = list(other.responses.retrieve(response_id, stream=True))
+            tail = list(other.responses.retrieve(response_id, stream=True, starting_after=10))
+        assert [(e.sequence_number, e.type) for e in replay] == [(e.sequence_number, e.type) for e in events]
+        assert [(e.sequence_number, e.type) for e in tail] == [(e.sequence_number, e.type) for e in events[11:]]
         job = httpx.get(f"{stack.url}/v1/jobs/{response_id.removeprefix('resp_')}").json()
         assert job["attempt"] == 2
