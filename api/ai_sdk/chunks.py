@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from tokenrelay.core import protocol
+from tokenrelay.core.status import JobStatus
 
 from ..answer import Answer
 
@@ -76,9 +77,9 @@ class UIMessageChunks:
         self.done = True
         status = data.get("status")
         closing = [{"type": "text-end", "id": self.text_id}, {"type": "finish-step"}] if self.opened else []
-        if status == "succeeded":
+        if status == JobStatus.SUCCEEDED:
             reason = FINISH_REASONS.get(data.get("finish_reason") or "stop", "other")
             return closing + [{"type": "finish", "finishReason": reason}]
-        if status == "cancelled":
+        if status == JobStatus.CANCELLED:
             return closing + [{"type": "abort", "reason": "cancelled"}]
         return closing + [{"type": "error", "errorText": self.error or "the job failed"}]

@@ -19,13 +19,14 @@ from __future__ import annotations
 from typing import Any
 
 from tokenrelay.core import protocol
+from tokenrelay.core.status import JobStatus
 
 from ..answer import Answer
 
 RESPONSE_PREFIX = "resp_"
 MESSAGE_PREFIX = "msg_"
-JOB_STATUS = {"queued": "queued", "running": "in_progress", "succeeded": "completed", "failed": "failed",
-              "cancelled": "cancelled"}
+JOB_STATUS = {JobStatus.QUEUED: "queued", JobStatus.RUNNING: "in_progress", JobStatus.SUCCEEDED: "completed",
+              JobStatus.FAILED: "failed", JobStatus.CANCELLED: "cancelled"}
 TERMINAL_EVENT = {"completed": "response.completed", "failed": "response.failed",
                   "incomplete": "response.incomplete", "cancelled": "response.incomplete"}
 
@@ -146,7 +147,7 @@ class ResponseEvents:
 
     def _end(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         self.done = True
-        status = final_status(data.get("status", "failed"), data.get("finish_reason"), self.limited)
+        status = final_status(data.get("status", JobStatus.FAILED), data.get("finish_reason"), self.limited)
         text = self.answer.sent if self.opened else None
         events = []
         if status in ("completed", "incomplete") and self.opened:

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tokenrelay.core import protocol
+from tokenrelay.core.status import CancelOutcome, JobStatus
 from tokenrelay.core.store import JobRecord, delete_job
 from tokenrelay.errors import InvalidRequest, JobNotFound, TokenRelayError
 
@@ -107,7 +108,13 @@ async def _conversation(request: Request, body: ResponseRequest) -> list[dict[st
     return history
 
 
-async def _wait_for_end(request: Request, job_id: str) -> None:
+async def _cancel(request: Request, job_id: str) -> None:
+    """Cancel the job; when a worker runs it, wait (a bounded time) for it to stop."""
+    state = request.app.state
+    cancelled = await state.scripts.cancel(job_id, state.settings.retention_s)
+    if cancelled.outcome != CancelOutcome.CANCELLING:
+        return
+    await state.redis.publish(state.keys.cancel_channel, job_id)
     try:
         async with asyncio.timeout(CANCEL_WAIT_S):
             async for _ in job_events(request, job_id):
@@ -215,12 +222,9 @@ async def get_response(
 async def cancel_response(response_id: str, request: Request) -> JSONResponse:
     state = request.app.state
     record, doc = await _load(request, response_id)
-    if record.finished and record.status != "cancelled":
+    if record.finished and record.status != JobStatus.CANCELLED:
         raise InvalidRequest(f"Cannot cancel a {_view(record, doc)['status']} response.", param="response_id")
-    outcome = await state.scripts.cancel(record.id, state.settings.retention_s)
-    if outcome == "cancelling":
-        await state.redis.publish(state.keys.cancel_channel, record.id)
-        await _wait_for_end(request, record.id)
+    await _cancel(request, record.id)
     record, doc = await _load(request, response_id)
     return _json(_view(record, doc), record.id)
 
@@ -230,9 +234,8 @@ async def cancel_response(response_id: str, request: Request) -> JSONResponse:
 async def delete_response(response_id: str, request: Request) -> JSONResponse:
     state = request.app.state
     record, _ = await _load(request, response_id)
-    if not record.finished and await state.scripts.cancel(record.id, state.settings.retention_s) == "cancelling":
-        await state.redis.publish(state.keys.cancel_channel, record.id)
-        await _wait_for_end(request, record.id)
+    if not record.finished:
+        await _cancel(request, record.id)
     await delete_job(state.redis, state.keys, record.id)
     return _json({"id": response_id, "object": "response.deleted", "deleted": True}, record.id)
 
