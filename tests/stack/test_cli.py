@@ -73,14 +73,14 @@ def test_run_of_a_failing_job_exits_1_with_the_error_message(gateway_url, client
     assert result.stdout == "\n"
 
 
-def test_run_of_a_cancelled_job_exits_2(gateway_url, client: Client):
+def test_run_of_a_cancelled_job_exits_3(gateway_url, client: Client):
     process, out, err = spawn_cli("run", "cancel me", "--max-tokens", "2000", "--tokens-per-second", "50",
                                   "--url", gateway_url)
     try:
         job_id = wait_until(lambda: re.search(r"job ([0-9a-f]{32})", err.text), message="the job id").group(1)
         wait_until(lambda: out.text, message="first tokens")
         client.cancel(job_id)
-        assert process.wait(20) == 2
+        assert process.wait(20) == 3  # not 2: that is a usage error
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)

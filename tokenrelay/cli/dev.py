@@ -224,7 +224,7 @@ class Demo:
         return self
 
     def _run(self) -> None:
-        from .commands import print_events
+        from .output import print_events
 
         try:
             job = self.client.submit(DEMO_PROMPT, model="demo", params=DEMO_PARAMS)
