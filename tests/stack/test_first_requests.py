@@ -57,3 +57,13 @@ def test_chat_max_tokens_over_the_limit_names_the_chat_field(gateway_url, field)
 def test_chat_max_tokens_of_the_wrong_type_names_the_chat_field(gateway_url):
     response = httpx.post(f"{gateway_url}/v1/chat/completions", json={**CHAT, "max_tokens": "abc"}, timeout=10)
     assert_error(response, 400, param="max_tokens")
+
+
+@pytest.mark.parametrize("body", [
+    {**BODY, "prompt": "lone \ud800 surrogate"},
+    {"model": "demo", "messages": [{"role": "user", "content": "lone \udfff surrogate"}]},
+])
+def test_text_that_is_not_unicode_is_a_400(gateway_url, body):
+    raw = json.dumps(body).encode()  # json.dumps escapes the lone surrogate as \ud800: valid JSON, invalid text
+    response = post(gateway_url, content=raw, headers={"content-type": "application/json"})
+    assert_error(response, 400, mentions="unicode")
