@@ -86,3 +86,10 @@ def test_exit_codes_are_distinct():
     assert EXIT_CODES == {"succeeded": 0, "failed": 1, "cancelled": 3}
     epilog = " ".join(tokenrelay_cli("run", "--help").stdout.split())
     assert re.search(r"0 succeeded, 1 failed .*2 usage error, 3 cancelled .*130 interrupted", epilog)
+
+
+def test_the_worker_help_quotes_the_settings_default():
+    from tokenrelay.core.settings import Settings
+
+    help_text = " ".join(subcommands()["worker"].format_help().split())
+    assert f"else {Settings.model_fields['worker_concurrency'].default})" in help_text
