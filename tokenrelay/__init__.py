@@ -6,7 +6,7 @@ from typing import Any
 
 from .client import AsyncClient, Client
 from .errors import ClientError, TokenRelayError
-from .sse import Event
+from .events import Event
 
 __all__ = ["AsyncClient", "Client", "ClientError", "Event", "Settings", "TokenRelayError", "load_settings"]
 # The one place the version is written: pyproject.toml reads it, and so do the CLI and the gateway.
