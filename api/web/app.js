@@ -14,6 +14,10 @@ const STORE_KEY = "tokenrelay.job";
 const API_KEY_STORE = "tokenrelay.key";
 const TERMINAL = ["succeeded", "failed", "cancelled"];
 const $ = (id) => document.getElementById(id);
+// What the answer box says while it holds no text, by job state.
+const PLACEHOLDERS = {queued: "Waiting for a worker…", running: "Waiting for the first token…",
+                      failed: "No answer: the job failed.", cancelled: "Stopped before the first token.",
+                      idle: "The answer streams in here."};
 
 let job = null;      // {id, model, last, parts, tokens, state, submittedAt, firstTokenAt, endedAt}
 let source = null;   // the EventSource of the job being followed
@@ -77,7 +81,7 @@ function renderAnswer() {
   if (!job.parts.length) {
     const p = document.createElement("p");
     p.className = "placeholder";
-    p.textContent = job.state === "queued" ? "Waiting for a worker…" : "The answer streams in here.";
+    p.textContent = PLACEHOLDERS[job.state] || PLACEHOLDERS.idle;
     answer.append(p);
   }
   for (const text of job.parts) appendToken(text);
@@ -140,6 +144,7 @@ function finish(state) {
   if (source) { source.close(); source = null; }
   clearInterval(ticker);
   save();
+  if (!job.parts.length) renderAnswer();
   renderStatus();
 }
 
@@ -176,6 +181,7 @@ async function follow() {
     if (!track(e)) return;
     job.state = "running";
     save();
+    if (!job.parts.length) renderAnswer();
     renderStatus();
   });
   source.addEventListener("token", (e) => {
@@ -239,7 +245,7 @@ async function explainClosedStream() {
 async function send(event) {
   event.preventDefault();
   const prompt = $("prompt").value.trim();
-  if (!prompt) { $("prompt").focus(); return; }
+  if (!prompt) { showError("Write a prompt first: there is nothing to send."); $("prompt").focus(); return; }
   if (source) { source.close(); source = null; }
   showError("");
   const maxTokens = parseInt($("max-tokens").value, 10);
