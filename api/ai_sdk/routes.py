@@ -105,11 +105,7 @@ STREAM_DOC = {"content": {"text/event-stream": {}}, "description": "The UI messa
 async def chat(body: ChatRequest, request: Request) -> StreamingResponse:
     state = request.app.state
     key = _chat_key(request, body.id)
-    try:
-        record = await start_job(body.to_job(state.settings.models), request)
-    except InvalidRequest as exc:  # name the field of this API, not the job's
-        exc.param = {"params.max_tokens": "max_tokens"}.get(exc.param, exc.param)
-        raise
+    record = await start_job(body.to_job(state.settings.models), request, "max_tokens")
     async with state.redis.pipeline(transaction=True) as pipe:
         pipe.hset(key, "job", record.id)
         pipe.expire(key, int(state.settings.retention_s + state.settings.job_timeout_s))

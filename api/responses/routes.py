@@ -192,9 +192,10 @@ async def create_response(body: ResponseRequest, request: Request):
     job = JobRequest(model=body.model, messages=messages, params=params,
                      metadata={**(body.metadata or {}), "api": "responses"})
     try:
-        record = await start_job(job, request, extra={"responses": doc})
+        record = await start_job(job, request, "max_output_tokens", extra={"responses": doc})
     except InvalidRequest as exc:  # name the Responses field, not the job's
-        exc.param = {"messages": "input", "params.max_tokens": "max_output_tokens"}.get(exc.param, exc.param)
+        if exc.param == "messages":
+            exc.param = "input"
         raise
     if body.stream:
         return _stream(request, record, doc, -1)
