@@ -5,6 +5,8 @@ The key never appears in a URL."""
 from __future__ import annotations
 
 import re
+import signal
+import time
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
@@ -12,7 +14,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from api.auth import hash_key
 from tokenrelay.engine.demo import demo_tokens
 
-from ..support.processes import Stack, wait_until
+from ..support.processes import Stack, start_gateway, wait_until
 from .test_web import CHROMIUM, CHROMIUM_ARGS, MODEL_COUNT, answer_text, tokens_shown, wait_state
 
 KEY = "tr_web-page-test-key"
@@ -99,3 +101,36 @@ def test_a_key_is_not_kept_beyond_the_tab(browser, stack):
         assert first.evaluate("sessionStorage.getItem('tokenrelay.key')") is None
     finally:
         context.close()
+
+
+def test_a_dropped_connection_resumes_after_its_stream_token_expired(browser, redis_server, isolated_settings):
+    """The gateway dies mid-answer and comes back after the page's stream token expired: EventSource's own
+    reconnect is refused (401), and the page carries on with a new token from where it was."""
+    settings = {**isolated_settings, "api_keys": f"web:{hash_key(KEY)}", "stream_token_ttl_s": 1}
+    with Stack(redis_server.url, settings) as stack:
+        context = browser.new_context()
+        page = context.new_page()
+        streams: list[str] = []
+        page.on("request", lambda r: streams.append(r.url) if re.search(r"/stream\?token=", r.url) else None)
+        try:
+            page.goto(stack.url)
+            enter_key(page, KEY)
+            expect(page.locator("#model option")).to_have_count(MODEL_COUNT)
+            page.select_option("#model", "demo")
+            page.fill("#prompt", PROMPT)
+            page.fill("#max-tokens", "90")
+            page.click("#send")
+            wait_until(lambda: tokens_shown(page) >= 10, message="10 tokens on the page")
+            port = int(stack.url.rsplit(":", 1)[1])
+            stack.gateways[0].signal(signal.SIGKILL)
+            stack.gateways[0].process.wait(10)
+            wait_state(page, "reconnecting", timeout_s=10)
+            time.sleep(1.5)  # the token the page holds has expired by now
+            process, _ = start_gateway(stack.env, port=port)
+            stack.gateways.append(process)
+            wait_state(page, "succeeded", timeout_s=30)
+            assert answer_text(page) == "".join(demo_tokens(PROMPT, 90)) and tokens_shown(page) == 90
+            tokens = {re.search(r"token=([^&]+)", url).group(1) for url in streams}
+            assert len(tokens) >= 2  # the stream went on under a new token
+        finally:
+            context.close()
