@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import uuid
 
@@ -15,7 +16,7 @@ import pytest
 from tokenrelay.engine.demo import demo_tokens
 
 from ..support.http import assert_error
-from ..support.processes import ROOT
+from ..support.processes import ROOT, Stack
 
 JS_DIR = ROOT / "tests" / "js"
 PROMPT = "how does resume work"
@@ -102,3 +103,21 @@ def test_extra_fields_and_parts_the_sdk_adds_are_ignored(gateway_url):
     deltas = [json.loads(line[6:])["delta"] for line in text.split("\n\n")
               if line.startswith("data: {") and '"text-delta"' in line]
     assert "".join(deltas) == expected(3)
+
+
+def test_a_lost_worker_mid_message_sends_no_text_twice(redis_server, isolated_settings):
+    payload = {"id": "lost-worker", **body(40, 20),
+               "messages": [{"role": "user", "parts": [{"type": "text", "text": PROMPT}]}]}
+    with Stack(redis_server.url, isolated_settings, workers=1) as stack:
+        chunks = []
+        with httpx.stream("POST", f"{stack.url}/ai-sdk/chat", json=payload, timeout=60) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    chunks.append(json.loads(line[6:]))
+                    if [c["type"] for c in chunks].count("text-delta") == 6 and len(stack.workers) == 1:
+                        stack.workers[0].signal(signal.SIGKILL)
+                        stack.add_worker()
+        assert "".join(c["delta"] for c in chunks if c["type"] == "text-delta") == expected(40)
+        assert chunks[-1] == {"type": "finish", "finishReason": "length"}
+        job_id = response.headers["x-tokenrelay-job-id"]
+        assert httpx.get(f"{stack.url}/v1/jobs/{job_id}").json()["attempt"] == 2
