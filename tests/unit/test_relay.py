@@ -7,6 +7,7 @@ import asyncio
 from redis.asyncio import Redis
 
 from api.filters import StreamFilter
+from api.metrics import GatewayMetrics
 from api.relay import Relay, RelayHooks
 from tokenrelay.cli.embedded import free_port
 from tokenrelay.core import protocol
@@ -37,15 +38,14 @@ class Recorder(RelayHooks):
         self.dropped += 1
 
 
-def run(url: str, scenario, *, reader_url: str | None = None, **options):
+def run(url: str, scenario, *, reader_url: str | None = None, hooks: RelayHooks | None = None, **options):
     async def main():
         redis, reader_redis = Redis.from_url(url), Redis.from_url(reader_url or url)
-        hooks = Recorder()
         settings = {"block_ms": 200, "history_batch": 3, "client_buffer_events": 100, "keepalive_s": 5, **options}
-        relay = Relay(redis, reader_redis, KEYS, hooks=hooks, **settings)
+        relay = Relay(redis, reader_redis, KEYS, hooks=hooks or Recorder(), **settings)
         await relay.start()
         try:
-            return await scenario(relay, redis), hooks
+            return await scenario(relay, redis), relay.hooks
         finally:
             await relay.stop()
             await reader_redis.aclose()
@@ -144,3 +144,30 @@ def test_hooks_see_a_slow_reader_cut_off_and_a_failed_read(redis_server):
 
     _, hooks = run(redis_server.url, nothing, reader_url=f"redis://127.0.0.1:{free_port()}/0")
     assert hooks.failures and hooks.reads == 0
+
+
+def test_gateway_metrics_count_through_the_hooks_once_per_entry_whatever_the_readers(redis_server):
+    metrics = GatewayMetrics()
+
+    async def scenario(relay: Relay, redis: Redis):
+        job_id = new_job_id()
+        readers = [asyncio.create_task(consume(relay.follow_events(job_id))) for _ in range(5)]
+        await asyncio.sleep(0.3)  # all five are live before anything is published
+        await publish(redis, job_id, range(0, 6))
+        got = await asyncio.wait_for(asyncio.gather(*readers), 10)
+        await redis.delete(KEYS.events(job_id))
+        return got
+
+    async def consume(events) -> list:
+        return [event.id async for event in events if event is not None]
+
+    got, _ = run(redis_server.url, scenario, hooks=metrics.relay_hooks())
+    assert got == [IDS] * 5
+    assert counter(metrics, "tokenrelay_relay_entries_read_total") == 6  # read once, relayed five times
+    assert counter(metrics, "tokenrelay_token_events_relayed_total") == 5 * 3
+    assert counter(metrics, "tokenrelay_relay_reads_total") >= 1
+    assert counter(metrics, "tokenrelay_slow_reader_disconnects_total") == 0
+
+
+def counter(metrics: GatewayMetrics, name: str) -> float:
+    return metrics.registry.get_sample_value(name) or 0.0
