@@ -31,6 +31,7 @@ Two ways to read a job, with the same ordering, resume and slow-reader rules:
           ...                      # event.event is "token", "reset", "error", "end", ...; stops after "end"
 
   Either ends without `end` when the reader fell `client_buffer_events` behind (the job goes on).
+  Each consumer decodes its own events (decoded JSON is mutable, so none is shared between readers).
 """
 
 from __future__ import annotations
