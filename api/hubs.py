@@ -10,17 +10,17 @@ import asyncio
 from collections import deque
 from typing import NamedTuple
 
+from tokenrelay import events
 from tokenrelay.core import protocol
 from tokenrelay.core.protocol import EventId
+from tokenrelay.core.status import JobStatus
 
 from .filters import EntryView, StreamFilter
 
-END_EVENT = b"end"
-TOKEN_EVENT = b"token"
-LOST_ERROR = protocol.dumps({"type": "job_lost", "message": "the job's data was lost when the job store "
-                             "restarted without persistence; submit the job again"}).encode()
-LOST_END = protocol.dumps({"status": "failed", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
-                           "finish_reason": "error"}).encode()
+END_EVENT = events.END.encode()
+TOKEN_EVENT = events.TOKEN.encode()
+LOST_ERROR = protocol.dumps(events.error("job_lost").data).encode()
+LOST_END = protocol.dumps(events.end(JobStatus.FAILED).data).encode()
 
 RawEntry = tuple[bytes, dict[bytes, bytes]]  # (id, fields) as XREAD/XRANGE return them
 

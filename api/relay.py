@@ -49,7 +49,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tokenrelay.core import protocol
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.protocol import EventId
-from tokenrelay.sse import Event
+from tokenrelay.events import Event
 
 from .filters import EntryView, StreamFilter
 from .hubs import END_EVENT, TOKEN_EVENT, Entry, Hub, Reader, job_id_of
