@@ -89,7 +89,7 @@ class Hub:
     def lost_entries(self) -> list[RawEntry]:
         """An `error` and an `end` right after what was relayed, for a job whose data is gone."""
         at = self.position or EventId(0, 0)
-        return [(f"{at.attempt}-{at.seq + 1}".encode(), {b"e": b"error", b"d": LOST_ERROR}),
+        return [(f"{at.attempt}-{at.seq + 1}".encode(), {b"e": events.ERROR.encode(), b"d": LOST_ERROR}),
                 (f"{at.attempt}-{at.seq + 2}".encode(), {b"e": END_EVENT, b"d": LOST_END})]
 
     def deliver(self, entries: list[RawEntry]) -> None:
