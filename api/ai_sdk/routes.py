@@ -24,7 +24,7 @@ from tokenrelay.errors import InvalidRequest, JobNotFound
 
 from ..auth import principal_of
 from ..errors import ERROR_RESPONSES
-from ..openai_compat import JOB_ID_HEADER, job_events
+from ..openai_compat import JOB_ID_HEADER
 from ..quotas import limit_duration
 from ..routes import SSE_HEADERS, _check_readable, start_job
 from ..schemas import GenerationParams, JobRequest
@@ -70,10 +70,10 @@ class ChatRequest(BaseModel):
         return JobRequest(model=model, messages=messages, params=params, metadata={"api": "ai-sdk", "chat_id": self.id})
 
 
-async def _chunks(request: Request, job_id: str) -> AsyncIterator[bytes]:
+async def _chunks(request: Request, job_id: str, fresh: bool) -> AsyncIterator[bytes]:
     translator = UIMessageChunks(job_id)
     yield b"".join(frame(chunk) for chunk in translator.opening())
-    async for event in job_events(request, job_id):
+    async for event in request.app.state.relay.follow_events(job_id, fresh=fresh):
         if event is None:
             yield protocol.KEEPALIVE_FRAME
             continue
@@ -85,9 +85,10 @@ async def _chunks(request: Request, job_id: str) -> AsyncIterator[bytes]:
             yield frames
 
 
-def _stream(request: Request, job_id: str) -> StreamingResponse:
+def _stream(request: Request, job_id: str, *, fresh: bool = False) -> StreamingResponse:
+    """`fresh`: the job was just created here, so it has no history to read yet."""
     state = request.app.state
-    frames = limit_duration(_chunks(request, job_id), state.settings.max_stream_s)
+    frames = limit_duration(_chunks(request, job_id, fresh), state.settings.max_stream_s)
     return StreamingResponse(state.reader_slots.hold(job_id, frames), media_type="text/event-stream",
                              headers={**STREAM_HEADERS, JOB_ID_HEADER: job_id})
 
@@ -110,7 +111,7 @@ async def chat(body: ChatRequest, request: Request) -> StreamingResponse:
         pipe.hset(key, "job", record.id)
         pipe.expire(key, int(state.settings.retention_s + state.settings.job_timeout_s))
         await pipe.execute()
-    return _stream(request, record.id)
+    return _stream(request, record.id, fresh=True)
 
 
 @router.get("/ai-sdk/chat/{chat_id}/stream",

@@ -27,7 +27,7 @@ from tokenrelay.core.store import JobRecord, delete_job
 from tokenrelay.errors import InvalidRequest, JobNotFound, TokenRelayError
 
 from ..errors import ERROR_RESPONSES
-from ..openai_compat import JOB_ID_HEADER, job_events
+from ..openai_compat import JOB_ID_HEADER
 from ..quotas import limit_duration
 from ..routes import SSE_HEADERS, _record, start_job
 from ..schemas import GenerationParams, JobRequest
@@ -117,19 +117,19 @@ async def _cancel(request: Request, job_id: str) -> None:
     await state.redis.publish(state.keys.cancel_channel, job_id)
     try:
         async with asyncio.timeout(CANCEL_WAIT_S):
-            async for _ in job_events(request, job_id):
+            async for _ in request.app.state.relay.follow_events(job_id):
                 pass
     except TimeoutError:
         pass
 
 
 async def _translated(request: Request, record: JobRecord, doc: dict[str, Any],
-                      starting_after: int) -> AsyncIterator[bytes]:
+                      starting_after: int, fresh: bool) -> AsyncIterator[bytes]:
     translator = ResponseEvents(record.id, record.model, doc)
     opening = b"".join(sse(e) for e in translator.opening() if e["sequence_number"] > starting_after)
     if opening:
         yield opening
-    async for event in job_events(request, record.id):
+    async for event in request.app.state.relay.follow_events(record.id, fresh=fresh):
         if event is None:
             yield protocol.KEEPALIVE_FRAME
             continue
@@ -143,16 +143,18 @@ async def _translated(request: Request, record: JobRecord, doc: dict[str, Any],
         await delete_job(request.app.state.redis, request.app.state.keys, record.id)
 
 
-def _stream(request: Request, record: JobRecord, doc: dict[str, Any], starting_after: int) -> StreamingResponse:
+def _stream(request: Request, record: JobRecord, doc: dict[str, Any], starting_after: int = -1, *,
+            fresh: bool = False) -> StreamingResponse:
+    """`fresh`: the job was just created here, so it has no history to read yet."""
     state = request.app.state
-    frames = limit_duration(_translated(request, record, doc, starting_after), state.settings.max_stream_s)
+    frames = limit_duration(_translated(request, record, doc, starting_after, fresh), state.settings.max_stream_s)
     return StreamingResponse(state.reader_slots.hold(record.id, frames), media_type="text/event-stream",
                              headers={**SSE_HEADERS, JOB_ID_HEADER: record.id})
 
 
 async def _blocking(request: Request, record: JobRecord, doc: dict[str, Any]) -> JSONResponse:
     ended = False
-    async for event in job_events(request, record.id):
+    async for event in request.app.state.relay.follow_events(record.id, fresh=True):
         ended = event is not None and event.event == protocol.END
     if not ended:  # the relay cut this reader off (it fell too far behind); the job goes on
         body = _error(f"the answer was interrupted; read it at /v1/responses/resp_{record.id}", "stream_interrupted")
@@ -198,7 +200,7 @@ async def create_response(body: ResponseRequest, request: Request):
             exc.param = "input"
         raise
     if body.stream:
-        return _stream(request, record, doc, -1)
+        return _stream(request, record, doc, fresh=True)
     if body.background:
         return _json(response_object(record.id, record.model, doc, "queued"), record.id)
     return await _blocking(request, record, doc)
