@@ -226,7 +226,8 @@ async def cancel_response(response_id: str, request: Request) -> JSONResponse:
     state = request.app.state
     record, doc = await _load(request, response_id)
     if record.finished and record.status != JobStatus.CANCELLED:
-        raise InvalidRequest(f"Cannot cancel a {_view(record, doc)['status']} response.", param="response_id")
+        message = f"Cannot cancel a {_view(record, doc)['status']} response."
+        return _json(_error(message, "invalid_request_error", param="response_id"), record.id, 400)
     await _cancel(request, record.id)
     record, doc = await _load(request, response_id)
     return _json(_view(record, doc), record.id)

@@ -4,6 +4,7 @@ background mode, dropped and resumed streams, cancel, delete, previous_response_
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 
 import httpx
@@ -221,3 +222,25 @@ def test_lost_worker_mid_response_sends_no_text_twice(redis_server, isolated_set
         assert [(e.sequence_number, e.type) for e in tail] == [(e.sequence_number, e.type) for e in events[11:]]
         job = httpx.get(f"{stack.url}/v1/jobs/{response_id.removeprefix('resp_')}").json()
         assert job["attempt"] == 2
+
+
+def test_raw_wire_format_and_job_id_on_every_answer(gateway_url):
+    body = {"model": "demo", "input": PROMPT, "stream": True, "background": True, "max_output_tokens": 6,
+            "tokens_per_second": 0, "user": "ignored"}
+    with httpx.stream("POST", f"{gateway_url}/v1/responses", json=body, timeout=30) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        job_id = response.headers["x-tokenrelay-job-id"]
+        raw = response.read().decode()
+    frames = [frame.split("\n") for frame in raw.split("\n\n") if frame and not frame.startswith(":")]
+    assert all(len(lines) == 2 and lines[0].startswith("event: ") and lines[1].startswith("data: ")
+               for lines in frames)
+    events = [json.loads(lines[1][6:]) for lines in frames]
+    assert [e["type"] for e in events] == [lines[0][7:] for lines in frames]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    response_id = f"resp_{job_id}"
+    assert events[0]["response"]["id"] == response_id and events[-1]["response"]["status"] == "incomplete"
+    for method, path in [("GET", ""), ("GET", "?stream=true&starting_after=3"), ("GET", "/input_items"),
+                         ("POST", "/cancel"), ("DELETE", "")]:
+        answer = httpx.request(method, f"{gateway_url}/v1/responses/{response_id}{path}", timeout=30)
+        assert answer.headers["x-tokenrelay-job-id"] == job_id, (method, path, answer.status_code)
