@@ -86,8 +86,7 @@ def start_worker(env: dict[str, str], concurrency: int = 50, name: str = "worker
 
 def start_gateway(env: dict[str, str], port: int | None = None) -> tuple[Process, str]:
     port = port or free_port()
-    args = [sys.executable, "-m", "uvicorn", "--factory", "api.app:app_from_env", "--host", "127.0.0.1",
-            "--port", str(port), "--log-level", "warning"]
+    args = [sys.executable, "-m", "api.server", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     process = Process("gateway", args, env)
     url = f"http://127.0.0.1:{port}"
 

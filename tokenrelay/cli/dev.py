@@ -165,7 +165,7 @@ class DevStack:
             args = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", "threads", "-l", "info",
                     "-n", f"dev{number}@%h", "--without-mingle", "--without-gossip"]
             self.workers.append(Child(f"worker {number}", args, env, self.log_dir / f"worker-{number}.log"))
-        args = [sys.executable, "-m", "uvicorn", "--factory", "api.app:app_from_env", "--host", self.host,
+        args = [sys.executable, "-m", "api.server", "--host", self.host,
                 "--port", str(self.port), "--timeout-graceful-shutdown", "2"]
         self.gateway = Child("gateway", args, env, self.log_dir / "gateway.log")
         self._wait_until_ready(stop_requested)

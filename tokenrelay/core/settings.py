@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     max_message_chars: int = 200_000
     max_tokens_limit: int = 16_384
     default_max_tokens: int = 64
+    # Before a request reaches the app (api/httpguard.py): header bytes (431), seconds to send the
+    # headers (then 408 and close), open connections per gateway process (then 503 and close).
+    max_header_bytes: int = 16_384
+    header_timeout_s: float = 5.0
+    max_connections: int = 16_000
 
     # Authentication (see api/auth.py). Each entry is `<name>:<sha256 hex of the key>[:admin]`;
     # none configured = no authentication, for a gateway on loopback only.
