@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from tokenrelay.core import protocol
 from tokenrelay.core.protocol import EventId
 from tokenrelay.core.registry import check_model
-from tokenrelay.core.store import JobRecord, load_job
+from tokenrelay.core.store import JobRecord, load_job, load_owner
 from tokenrelay.errors import (
     InvalidEventId,
     InvalidRequest,
@@ -76,19 +76,22 @@ def _check_access(request: Request, job_id: str, found: bool, owner: str | None)
         raise JobNotFound(job_id)
 
 
-async def _record(request: Request, job_id: str) -> JobRecord:
-    state = request.app.state
-    record = await load_job(state.redis, state.keys, protocol.check_job_id(job_id))
-    _check_access(request, job_id, record is not None, record.owner if record else None)
-    return record
-
-
 async def _check_readable(request: Request, job_id: str) -> None:
-    """The job exists and the caller may read it, without fetching the record (it holds the whole
-    request, which a reader has no use for)."""
+    """The job exists and the caller may read it. Only the owner field is read first: the record
+    holds the whole request, and reading it for another key's job would make a foreign id answer
+    measurably slower than an unknown one."""
     state = request.app.state
-    found, owner = await state.redis.hmget(state.keys.meta(protocol.check_job_id(job_id)), ["id", "owner"])
-    _check_access(request, job_id, found is not None, owner.decode() if owner is not None else None)
+    owner = await load_owner(state.redis, state.keys, protocol.check_job_id(job_id))
+    _check_access(request, job_id, owner is not None, owner)
+
+
+async def _record(request: Request, job_id: str) -> JobRecord:
+    await _check_readable(request, job_id)
+    state = request.app.state
+    record = await load_job(state.redis, state.keys, job_id)
+    if record is None:  # expired in between
+        raise JobNotFound(job_id)
+    return record
 
 
 def _check_max_tokens(body: JobRequest, settings) -> None:
@@ -221,7 +224,7 @@ async def stream_job(
              summary="Cancel a job")
 async def cancel_job(job_id: str, request: Request) -> JSONResponse:
     state = request.app.state
-    await _record(request, job_id)
+    await _check_readable(request, job_id)
     outcome = await state.scripts.cancel(job_id, state.settings.retention_s)
     if outcome == "missing":
         raise JobNotFound(job_id)

@@ -5,7 +5,18 @@ All keys of one job share the hash tag `{<job id>}`, so they live in one Redis C
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 from .protocol import CANCEL_CHANNEL_SUFFIX, check_job_id
+
+OWNER_NAME = re.compile(r"[A-Za-z0-9_.-]{0,64}")  # API key names ("" = jobs made without keys)
+
+
+def check_owner(owner: str) -> str:
+    if not OWNER_NAME.fullmatch(owner):
+        raise ValueError("invalid owner name")
+    return owner
 
 
 class Keys:
@@ -23,3 +34,14 @@ class Keys:
 
     def meta(self, job_id: str) -> str:
         return f"{self.prefix}:{{{check_job_id(job_id)}}}:meta"
+
+    # One key (one Cluster slot) per owner for each of these: nothing here spans owners.
+    def owner_jobs(self, owner: str) -> str:
+        """zset: one owner's job ids -> created (unix seconds); `recent` holds every owner's."""
+        return f"{self.prefix}:{{owner:{check_owner(owner)}}}:jobs"
+
+    def idempotency(self, owner: str, idempotency_key: str) -> str:
+        """string: `<job id> <request digest>` for an Idempotency-Key of one owner. The client's key
+        is hashed: any bytes it sends stay out of key names."""
+        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+        return f"{self.prefix}:{{owner:{check_owner(owner)}}}:idem:{digest}"
