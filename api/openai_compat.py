@@ -17,19 +17,23 @@ Deliberate choices (read before changing):
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from redis.exceptions import RedisError
+
 from tokenrelay.core import protocol
+from tokenrelay.core.protocol import EventId
 from tokenrelay.sse import Event, SSEParser
 
 from .errors import ERROR_RESPONSES
 from .openai_schemas import ChatCompletionRequest
-from .routes import SSE_HEADERS, start_job
+from .routes import REPLAYED_HEADER, SSE_HEADERS, STREAM_RETRY_DELAY_S, STREAM_RETRY_S, start_job
 
 router = APIRouter(tags=["OpenAI-compatible"])
 
@@ -55,14 +59,31 @@ def _error_body(message: str, error_type: str, code: str | None = None, param: s
 
 
 async def job_events(request: Request, job_id: str) -> AsyncIterator[Event | None]:
-    """A job's events from its start through the process's relay; None for each keepalive."""
+    """A job's events from its start through the process's relay; None for each keepalive. Redis
+    errors are retried from the last event for STREAM_RETRY_S, then the answer is an error."""
     parser = SSEParser()
-    async for chunk in request.app.state.relay.follow(job_id, None):
-        if chunk == protocol.KEEPALIVE_FRAME:
-            yield None
-            continue
-        for event in parser.feed(chunk.decode()):
-            yield event
+    last: EventId | None = None
+    give_up_at: float | None = None
+    while True:
+        try:
+            async for chunk in request.app.state.relay.follow(job_id, last):
+                if chunk == protocol.KEEPALIVE_FRAME:
+                    yield None
+                    continue
+                for event in parser.feed(chunk.decode()):
+                    last, give_up_at = EventId.parse(event.id) if event.id else last, None
+                    yield event
+            return
+        except RedisError:
+            now = time.monotonic()
+            give_up_at = give_up_at or now + STREAM_RETRY_S
+            if now >= give_up_at:
+                yield Event(None, protocol.ERROR, {"type": "stream_unavailable", "message": "the job store stopped "
+                            f"answering; the job goes on: read it at /v1/jobs/{job_id}"})
+                yield Event(None, protocol.END, {"status": "interrupted", "usage": None, "finish_reason": None})
+                return
+            parser = SSEParser()
+            await asyncio.sleep(STREAM_RETRY_DELAY_S)
 
 
 class _Answer:
@@ -132,10 +153,9 @@ async def _stream(request: Request, job_id: str, chunks: _Chunks) -> AsyncIterat
             return
 
 
-async def _complete(request: Request, job_id: str, base: dict[str, Any]) -> JSONResponse:
+async def _complete(request: Request, job_id: str, base: dict[str, Any], headers: dict[str, str]) -> JSONResponse:
     parts: list[str] = []
     error: dict[str, Any] | None = None
-    headers = {JOB_ID_HEADER: job_id}
     async for event in job_events(request, job_id):
         if event is None:
             continue
@@ -165,22 +185,28 @@ async def _complete(request: Request, job_id: str, base: dict[str, Any]) -> JSON
     responses={200: {"content": {"text/event-stream": {}}, "description": "A `chat.completion`, or with "
                      "`stream: true` `chat.completion.chunk` lines ending with `data: [DONE]`."},
                404: {"model": ERROR_RESPONSES[404]["model"], "description": "Unknown model."},
-               **{code: ERROR_RESPONSES[code] for code in (400, 413, 503)}},
+               **{code: ERROR_RESPONSES[code] for code in (400, 409, 413, 422, 503)}},
     summary="OpenAI-compatible chat completion (runs as a tokenrelay job)",
 )
-async def chat_completions(body: ChatCompletionRequest, request: Request):
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description="Makes the request safe to "
+                               "retry: a repeat with the same body gets the same job's answer.")] = None,
+):
     settings = request.app.state.settings
     if body.model not in settings.models:
         message = f"The model `{body.model}` does not exist. Available: {', '.join(settings.models)}"
         return JSONResponse(_error_body(message, "invalid_request_error", "model_not_found", "model"), status_code=404)
     created = int(time.time())
-    record = await start_job(body.to_job(), request)
+    record, repeated = await start_job(body.to_job(), request, idempotency_key)
     completion_id = f"chatcmpl-{record.id}"
+    headers = {JOB_ID_HEADER: record.id, **({REPLAYED_HEADER: "true"} if repeated else {})}
     if not body.stream:
-        return await _complete(request, record.id, {"id": completion_id, "created": created, "model": body.model})
+        return await _complete(request, record.id, {"id": completion_id, "created": created, "model": body.model},
+                               headers)
     chunks = _Chunks(completion_id, created, body.model, body.include_usage)
     return StreamingResponse(_stream(request, record.id, chunks), media_type="text/event-stream",
-                             headers={**SSE_HEADERS, JOB_ID_HEADER: record.id})
+                             headers={**SSE_HEADERS, **headers})
 
 
 def _model_card(name: str, created: int) -> dict[str, Any]:

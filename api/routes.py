@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -15,13 +16,15 @@ from tokenrelay.core.protocol import EventId
 from tokenrelay.core.registry import check_model
 from tokenrelay.core.store import JobRecord, load_job, load_owner
 from tokenrelay.errors import (
+    IdempotencyKeyInUse,
     InvalidEventId,
     InvalidRequest,
     JobNotFound,
     ServiceUnavailable,
 )
 
-from .admission import admit, forget_later
+from . import idempotency
+from .admission import Submission, admit
 from .auth import principal_of
 from .errors import ERROR_RESPONSES
 from .filters import StreamFilter
@@ -37,7 +40,10 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_RETRY_FRAME = b"retry: 1000\n\n"
 # While Redis or the broker is unreachable, answer 503 within this long instead of hanging.
 READY_TIMEOUT_S = 2.0
-SUBMIT_TIMEOUT_S = 5.0
+REPLAYED_HEADER = "Idempotent-Replayed"
+# A stream whose Redis reads fail is retried from its last event for this long.
+STREAM_RETRY_S = 30.0
+STREAM_RETRY_DELAY_S = 0.5
 
 
 def _responses(*codes: int) -> dict:
@@ -120,26 +126,59 @@ SSE_RESPONSE = {"content": {"text/event-stream": {}}, "description": "Server-Sen
                 "resume with Last-Event-ID, under any filter."}
 
 
+def _last_id(chunk: bytes, last: EventId | None) -> EventId | None:
+    # Frames are `id: ...\nevent: ...\ndata: <one JSON line>\n\n`: a raw newline only ends a field.
+    position = chunk.rfind(b"\nid: ")
+    start = position + 1 if position >= 0 else (0 if chunk.startswith(b"id: ") else -1)
+    if start < 0:
+        return last
+    return EventId.parse(chunk[start + 4:chunk.index(b"\n", start)].decode())
+
+
+def _interrupted_frames(job_id: str) -> bytes:
+    error = {"type": "stream_unavailable", "message": f"the job store stopped answering; the job goes on: resume at "
+             f"/v1/jobs/{job_id}/stream with Last-Event-ID"}
+    end = {"status": "interrupted", "usage": None, "finish_reason": None}
+    return (b"event: error\ndata: " + protocol.dumps(error).encode() + b"\n\n"
+            b"event: end\ndata: " + protocol.dumps(end).encode() + b"\n\n")
+
+
 def _sse_response(request: Request, job_id: str, after: EventId | None, headers: dict[str, str] | None = None,
-                  *, fresh: bool = False, stream_filter: StreamFilter | None = None):
+                  *, fresh: bool = False, stream_filter: StreamFilter | None = None, submitted: bool = False):
+    """The job's events after `after`. A Redis error (a busy pool, a restart) is retried from the last
+    event sent for up to STREAM_RETRY_S; past that the response ends without `end` and the client
+    resumes, except on a submit's own stream (`submitted`), which ends with `error` + `end` (status
+    `interrupted`, no id): an accepted `"stream": true` request never ends with nothing."""
     state = request.app.state
 
     async def frames():
         yield SSE_RETRY_FRAME
-        try:
-            async for chunk in state.relay.follow(job_id, after, stream_filter, fresh=fresh):
-                yield chunk
-        except RedisError as exc:
-            # End the response cleanly, without `end`: the client resumes from its last event id.
-            log.warning("stream of job %s cut short: %s", job_id, type(exc).__name__)
+        last, from_start, give_up_at = after, fresh, None
+        while True:
+            try:
+                async for chunk in state.relay.follow(job_id, last, stream_filter, fresh=from_start):
+                    last, give_up_at = _last_id(chunk, last), None
+                    yield chunk
+                return
+            except RedisError as exc:
+                now = time.monotonic()
+                give_up_at = give_up_at or now + STREAM_RETRY_S
+                if now >= give_up_at:
+                    log.warning("stream of job %s cut short: %s", job_id, type(exc).__name__)
+                    if submitted:
+                        yield _interrupted_frames(job_id)
+                    return
+                from_start = False
+                await asyncio.sleep(STREAM_RETRY_DELAY_S)
 
     body = state.reader_slots.hold(job_id, limit_duration(frames(), state.settings.max_stream_s))
     return StreamingResponse(body, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
 
 
-async def start_job(body: JobRequest, request: Request) -> JobRecord:
+async def start_job(body: JobRequest, request: Request, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
     """Check limits and quotas, store the record and enqueue the job: the one path every API that runs a
-    job takes."""
+    job takes. Returns the record and whether it is the job an earlier request with the same
+    Idempotency-Key made."""
     state = request.app.state
     principal = principal_of(request)
     if body.graph is not None:
@@ -148,33 +187,67 @@ async def start_job(body: JobRequest, request: Request) -> JobRecord:
     else:
         messages = _check_limits(body, request)
         model, request_doc = body.model, {"messages": messages, "params": body.params.model_dump(exclude_none=True)}
-    job_id = protocol.new_job_id()
+    sub = Submission(principal, protocol.new_job_id(), model, request_doc, body.metadata,
+                     idempotency.check(idempotency_key))
+    if sub.idempotency_key is not None:
+        body_digest = idempotency.digest(body.model_dump(mode="json"))
+        held = await idempotency.lookup(state, principal, sub.idempotency_key, body_digest)
+        if held is not None:
+            return await _earlier_job(request, held), True
+    state.submit_gate.enter()
     try:
-        async with asyncio.timeout(SUBMIT_TIMEOUT_S):
-            record = await admit(state, principal, job_id, model, request_doc, body.metadata)
-    except TimeoutError:
-        log.warning("submit of job %s timed out; Redis or the broker is not answering", job_id)
-        forget_later(state, principal, job_id)
-        raise ServiceUnavailable("the job queue is not answering; retry shortly") from None
+        if sub.idempotency_key is not None:
+            held = await idempotency.claim(state, principal, sub.idempotency_key, body_digest, sub.job_id)
+            if held is not None:
+                return await _earlier_job(request, held), True
+        record = await admit(state, sub)
+    finally:
+        state.submit_gate.leave()
     if state.settings.log_prompts:  # a debug setting: prompts stay out of logs otherwise
-        log.info("job %s request: %s", job_id, protocol.dumps(request_doc))
+        log.info("job %s request: %s", sub.job_id, protocol.dumps(request_doc))
     state.metrics.jobs_submitted.labels(model).inc()
-    log.info("job %s queued (model %s)", job_id, model)
+    log.info("job %s queued (model %s)", sub.job_id, model)
+    return record, False
+
+
+async def _earlier_job(request: Request, job_id: str) -> JobRecord:
+    record = await load_job(request.app.state.redis, request.app.state.keys, job_id)
+    if record is None:  # the first request has not stored it yet (or was refused and is being undone)
+        raise IdempotencyKeyInUse()
     return record
+
+
+async def _resume_point(request: Request, job_id: str, raw_after: str | None) -> EventId | None:
+    """The event a reader resumes after, checked against the job's stream; None = from the start."""
+    if raw_after is None or raw_after == "":
+        return None
+    after = EventId.parse(raw_after)
+    if not await request.app.state.redis.xrange(request.app.state.keys.events(job_id), str(after), str(after), count=1):
+        raise InvalidEventId(raw_after, "names no event of this job")
+    return after
 
 
 @router.post("/v1/jobs", status_code=202, response_model=JobCreated,
              responses={200: {**SSE_RESPONSE, "description": "With `stream: true`: " + SSE_RESPONSE["description"]},
-                        **_responses(400, 401, 413, 429, 503)},
+                        **_responses(400, 401, 409, 413, 422, 429, 503)},
              summary="Submit a job")
-async def submit_job(body: JobRequest, request: Request, response: Response) -> JobCreated:
-    record = await start_job(body, request)
+async def submit_job(
+    body: JobRequest, request: Request, response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description="Makes the submit safe to "
+                               "retry: a repeat with the same body gets the same job (kept for retention).")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", description="With `stream: true` and a "
+                             "repeated Idempotency-Key: resume the job's stream after this event.")] = None,
+) -> JobCreated:
+    record, repeated = await start_job(body, request, idempotency_key)
+    headers = {"Location": f"/v1/jobs/{record.id}", "X-Tokenrelay-Job-Id": record.id}
+    if repeated:
+        headers[REPLAYED_HEADER] = "true"
     if body.stream:  # one round trip: the submitter reads the stream from its first event
-        return _sse_response(request, record.id, None,
-                             {"Location": f"/v1/jobs/{record.id}", "X-Tokenrelay-Job-Id": record.id}, fresh=True)
-    response.headers["Location"] = f"/v1/jobs/{record.id}"
-    return JobCreated(id=record.id, status="queued", model=record.model, created_at=record.created_at,
-                      stream_url=_stream_url(record.id), metadata=body.metadata, graph=body.graph)
+        after = await _resume_point(request, record.id, last_event_id) if repeated else None
+        return _sse_response(request, record.id, after, headers, fresh=not repeated, submitted=True)
+    response.headers.update(headers)
+    return JobCreated(id=record.id, status=record.status, model=record.model, created_at=record.created_at,
+                      stream_url=_stream_url(record.id), metadata=record.metadata, graph=record.request.get("graph"))
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobView, responses=_responses(400, 401, 404, 429, 503),
@@ -209,12 +282,7 @@ async def stream_job(
     reader_filter = StreamFilter.from_query(tags=tags, node=node, events=events, final_only=final_only)
     await _check_readable(request, job_id)
     raw_after = last_event_id_header if last_event_id_header is not None else last_event_id
-    after = None
-    if raw_after is not None and raw_after != "":
-        after = EventId.parse(raw_after)
-        key = state.keys.events(job_id)
-        if not await state.redis.xrange(key, str(after), str(after), count=1):
-            raise InvalidEventId(raw_after, "names no event of this job")
+    after = await _resume_point(request, job_id, raw_after)
     return _sse_response(request, job_id, after, stream_filter=reader_filter)
 
 

@@ -27,6 +27,7 @@ class Keys:
         self.running = f"{prefix}:running"  # zset: job id -> lease deadline (ms)
         self.workers = f"{prefix}:workers"  # zset: worker id -> last heartbeat (ms)
         self.recent = f"{prefix}:recent"  # zset: job id -> created (unix seconds)
+        self.outbox = f"{prefix}:outbox"  # zset: job id -> when its record was written (ms), task not confirmed
         self.cancel_channel = f"{prefix}:{CANCEL_CHANNEL_SUFFIX}"
 
     def events(self, job_id: str) -> str:

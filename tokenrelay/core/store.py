@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from . import protocol
 from .keys import Keys
@@ -121,6 +122,30 @@ async def load_job(redis: Redis, keys: Keys, job_id: str) -> JobRecord | None:
 
 async def delete_job(redis: Redis, keys: Keys, job_id: str) -> None:
     await redis.delete(keys.meta(job_id), keys.events(job_id))
+
+
+async def withdraw_job(redis: Redis, keys: Keys, job_id: str) -> bool:
+    """Delete a job no worker has started (queued, attempt 0); False if one has. One key, watched:
+    a worker starting it in between makes the delete fail, never both."""
+    meta = keys.meta(job_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        for _ in range(5):
+            try:
+                await pipe.watch(meta)
+                status, attempt = await pipe.hmget(meta, ["status", "attempt"])
+                if status is None:
+                    await pipe.unwatch()
+                    return True
+                if status != b"queued" or attempt != b"0":
+                    await pipe.unwatch()
+                    return False
+                pipe.multi()
+                pipe.delete(meta)
+                await pipe.execute()
+                return True
+            except WatchError:
+                continue
+    return False
 
 
 # KEYS: meta, events, running. ARGV: job id, end event data, finished_at, retention_s.
