@@ -1,13 +1,16 @@
 """Python clients of a tokenrelay gateway: `Client` (sync) and `AsyncClient`.
 
 `stream()` yields typed events and reconnects by itself after a dropped connection, resuming
-with Last-Event-ID, until the job's `end` event.
+with Last-Event-ID, until the job's `end` event. `submit()` sends an Idempotency-Key (its own, or
+one it makes) and retries with the same key when the answer was lost or the gateway said to come
+back (409, 503), so a retried submit never runs a job twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,6 +22,32 @@ from .sse import Event, SSEParser
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 RECONNECT_DELAYS_S = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 STREAM_READ_TIMEOUT_S = 60.0  # above the gateway's 15 s keepalive
+SUBMIT_RETRIES = 3
+SUBMIT_RETRY_STATUSES = (409, 503)
+SUBMIT_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
+MAX_SUBMIT_WAIT_S = 10.0
+# The request may have reached the gateway: only the key makes a retry safe. (A refused connection
+# sent nothing; it is not retried, so an unreachable gateway is reported at once.)
+AMBIGUOUS_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.ReadTimeout, httpx.WriteTimeout,
+                    httpx.RemoteProtocolError)
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex
+
+
+def _submit_wait(attempt: int, response: httpx.Response | None) -> float | None:
+    """Seconds before retry `attempt` (from 0) of a submit, or None: do not retry."""
+    if attempt >= SUBMIT_RETRIES:
+        return None
+    if response is None:
+        return SUBMIT_RETRY_DELAYS_S[min(attempt, len(SUBMIT_RETRY_DELAYS_S) - 1)]
+    if response.status_code not in SUBMIT_RETRY_STATUSES:
+        return None
+    try:
+        return min(MAX_SUBMIT_WAIT_S, float(response.headers.get("Retry-After", "1")))
+    except ValueError:
+        return 1.0
 
 
 def _job_body(prompt: str | None, messages: list[dict] | None, model: str, params: dict | None,
@@ -115,19 +144,32 @@ class Client:
         self._http.close()
 
     def submit(self, prompt: str | None = None, *, messages: list[dict] | None = None, model: str = "demo",
-               params: dict | None = None, metadata: dict | None = None) -> dict[str, Any]:
-        response = self._http.post("/v1/jobs", json=_job_body(prompt, messages, model, params, metadata))
-        _raise_for_error(response)
-        return response.json()
+               params: dict | None = None, metadata: dict | None = None,
+               idempotency_key: str | None = None) -> dict[str, Any]:
+        return self._submit(_job_body(prompt, messages, model, params, metadata), idempotency_key)
 
     def submit_graph(self, graph: str, input: dict | None = None, *, stream_mode: list[str] | None = None,
                      model: str | None = None, params: dict | None = None,
-                     metadata: dict | None = None) -> dict[str, Any]:
+                     metadata: dict | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
         """Run a registered graph; `stream_mode` takes LangGraph's modes (default ["messages"])."""
-        body = _graph_body(graph, input, stream_mode, model, params, metadata)
-        response = self._http.post("/v1/jobs", json=body)
-        _raise_for_error(response)
-        return response.json()
+        return self._submit(_graph_body(graph, input, stream_mode, model, params, metadata), idempotency_key)
+
+    def _submit(self, body: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
+        attempt = 0
+        while True:
+            try:
+                response = self._http.post("/v1/jobs", json=body, headers=headers)
+            except AMBIGUOUS_ERRORS:
+                response = None
+                if _submit_wait(attempt, None) is None:
+                    raise
+            wait = _submit_wait(attempt, response)
+            if wait is None:
+                _raise_for_error(response)
+                return response.json()
+            time.sleep(wait)
+            attempt += 1
 
     def get(self, job_id: str) -> dict[str, Any]:
         response = self._http.get(f"/v1/jobs/{job_id}")
@@ -187,19 +229,32 @@ class AsyncClient:
         await self._http.aclose()
 
     async def submit(self, prompt: str | None = None, *, messages: list[dict] | None = None, model: str = "demo",
-                     params: dict | None = None, metadata: dict | None = None) -> dict[str, Any]:
-        response = await self._http.post("/v1/jobs", json=_job_body(prompt, messages, model, params, metadata))
-        _raise_for_error(response)
-        return response.json()
+                     params: dict | None = None, metadata: dict | None = None,
+                     idempotency_key: str | None = None) -> dict[str, Any]:
+        return await self._submit(_job_body(prompt, messages, model, params, metadata), idempotency_key)
 
     async def submit_graph(self, graph: str, input: dict | None = None, *, stream_mode: list[str] | None = None,
-                     model: str | None = None, params: dict | None = None,
-                     metadata: dict | None = None) -> dict[str, Any]:
+                           model: str | None = None, params: dict | None = None,
+                           metadata: dict | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
         """Run a registered graph; `stream_mode` takes LangGraph's modes (default ["messages"])."""
-        body = _graph_body(graph, input, stream_mode, model, params, metadata)
-        response = await self._http.post("/v1/jobs", json=body)
-        _raise_for_error(response)
-        return response.json()
+        return await self._submit(_graph_body(graph, input, stream_mode, model, params, metadata), idempotency_key)
+
+    async def _submit(self, body: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.post("/v1/jobs", json=body, headers=headers)
+            except AMBIGUOUS_ERRORS:
+                response = None
+                if _submit_wait(attempt, None) is None:
+                    raise
+            wait = _submit_wait(attempt, response)
+            if wait is None:
+                _raise_for_error(response)
+                return response.json()
+            await asyncio.sleep(wait)
+            attempt += 1
 
     async def get(self, job_id: str) -> dict[str, Any]:
         response = await self._http.get(f"/v1/jobs/{job_id}")
