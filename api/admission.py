@@ -3,6 +3,8 @@
 Deliberate choices (read before changing):
 - The record is the source of truth and is written first. A submit refused before its record
   exists (503) has sent nothing, and what it may have written is removed once Redis answers.
+  Not storing it within `submit_timeout_s` means the gateway is busy (`overloaded`): a Redis
+  that is down answers with errors sooner than that (its socket timeout is shorter).
 - Once the record exists the answer is 202 with the job's id, even if the submit deadline passes
   while the task is being sent: sending goes on in the background. The job sits in the outbox
   (api/outbox.py) until the broker took its task, so if this gateway dies first, another
@@ -130,13 +132,13 @@ async def admit(state, sub: Submission) -> JobRecord:
         async with asyncio.timeout_at(deadline):
             record = await write_record(state, sub)
     except TimeoutError:
+        # Redis that is down answers with errors (refused, or its socket timeout, shorter than this
+        # deadline), handled as 503 `service_unavailable`. Reaching the deadline means waiting
+        # behind other work: this gateway is busy.
         forget_later(state, sub)
-        if state.submit_gate.pending > state.settings.redis_pool_size:
-            log.warning("submit of job %s refused: the gateway is saturated", sub.job_id)
-            raise Overloaded("this gateway is saturated; retry later",
-                             retry_after_s=state.submit_gate.retry_after_s()) from None
-        log.warning("submit of job %s timed out; the job store is not answering", sub.job_id)
-        raise ServiceUnavailable("the job store is not answering; retry shortly") from None
+        log.warning("submit of job %s refused: the gateway is saturated", sub.job_id)
+        raise Overloaded("this gateway is saturated; retry later",
+                         retry_after_s=state.submit_gate.retry_after_s()) from None
     task = send_in_background(state, sub)
     try:
         async with asyncio.timeout_at(deadline):

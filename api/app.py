@@ -90,7 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
         state.started_at = int(time.time())
         state.stream_tokens = stream_tokens
         state.reader_slots = ReaderSlots(settings.max_readers_per_job)
-        state.submit_gate = SubmitGate(settings.max_pending_submits)
+        state.submit_gate = SubmitGate(settings.max_pending_submits, concurrency=2 * settings.redis_pool_size)
         sweeper = OutboxSweeper(state)
         if not keyring.enabled:
             log.warning("no API keys configured (TOKENRELAY_API_KEYS): authentication is off; "

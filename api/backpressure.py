@@ -2,9 +2,13 @@
 from "Redis or the broker is down" (503 `service_unavailable`).
 
 Deliberate choices (read before changing):
-- A burst is admitted, not refused: submits wait their turn for Redis and the broker, and only
-  past `max_pending_submits` in progress in this process is a submit refused, at once and before
-  anything is written. A busy event loop is not a reason to refuse.
+- A burst is admitted, not refused: submits wait their turn, and only past `max_pending_submits`
+  in progress in this process is a submit refused, at once and before anything is written. A busy
+  event loop is not a reason to refuse.
+- Turns: a few submits at a time talk to Redis and the broker, the rest wait in line. Without
+  turns, 2,000 submits each queue for a pooled connection several times over and all finish
+  late together (a convoy); with them each finishes in milliseconds once its turn comes, and the
+  submit deadline counts from the turn, so waiting in line is never mistaken for a hang.
 - Retry-After is the time this gateway needs to work through its backlog at its recent pace,
   never under 2 s: a client told to come back in 1 s during a burst only makes the burst longer.
 - A Redis pool whose every connection stayed busy for the whole wait is the same condition seen
@@ -48,10 +52,15 @@ class GatewayPool(BlockingConnectionPool):
 class SubmitGate:
     """Submits in progress in this process, and the recent pace at which they complete."""
 
-    def __init__(self, max_pending: int) -> None:
+    def __init__(self, max_pending: int, concurrency: int) -> None:
         self.max_pending = max_pending
         self.pending = 0
         self._done: deque[float] = deque()
+        self._turns = asyncio.Semaphore(concurrency)
+
+    def turn(self) -> asyncio.Semaphore:
+        """`async with gate.turn():` around the part of a submit that talks to Redis and the broker."""
+        return self._turns
 
     def enter(self) -> None:
         if self.pending >= self.max_pending:

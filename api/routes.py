@@ -196,11 +196,12 @@ async def start_job(body: JobRequest, request: Request, idempotency_key: str | N
             return await _earlier_job(request, held), True
     state.submit_gate.enter()
     try:
-        if sub.idempotency_key is not None:
-            held = await idempotency.claim(state, principal, sub.idempotency_key, body_digest, sub.job_id)
-            if held is not None:
-                return await _earlier_job(request, held), True
-        record = await admit(state, sub)
+        async with state.submit_gate.turn():
+            if sub.idempotency_key is not None:
+                held = await idempotency.claim(state, principal, sub.idempotency_key, body_digest, sub.job_id)
+                if held is not None:
+                    return await _earlier_job(request, held), True
+            record = await admit(state, sub)
     finally:
         state.submit_gate.leave()
     if state.settings.log_prompts:  # a debug setting: prompts stay out of logs otherwise
