@@ -50,8 +50,8 @@ async def burst(url: str) -> list[dict]:
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("max_pending", [2_000, 300], ids=["admitted", "past-max-pending"])
 def test_a_burst_of_2000_submits(redis_server, fault_settings, max_pending):
-    settings = {**fault_settings, "worker_concurrency": 200, "keepalive_s": 5, "max_pending_submits": max_pending}
-    with Stack(redis_server.url, settings, workers=1) as stack:
+    settings = {**fault_settings, "keepalive_s": 5, "max_pending_submits": max_pending}
+    with Stack(redis_server.url, settings, workers=1, concurrency=200) as stack:
         started = time.monotonic()
         outcomes = asyncio.run(burst(stack.url))
         took = time.monotonic() - started
