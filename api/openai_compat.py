@@ -29,7 +29,8 @@ from redis.exceptions import RedisError
 
 from tokenrelay.core import protocol
 from tokenrelay.core.protocol import EventId
-from tokenrelay.sse import Event, SSEParser
+from tokenrelay.events import Event
+from tokenrelay.sse import SSEParser
 
 from .errors import ERROR_RESPONSES
 from .openai_schemas import ChatCompletionRequest
@@ -198,7 +199,7 @@ async def chat_completions(
         message = f"The model `{body.model}` does not exist. Available: {', '.join(settings.models)}"
         return JSONResponse(_error_body(message, "invalid_request_error", "model_not_found", "model"), status_code=404)
     created = int(time.time())
-    record, repeated = await start_job(body.to_job(), request, idempotency_key)
+    record, repeated = await start_job(body.to_job(), request, body.max_tokens_field, idempotency_key)
     completion_id = f"chatcmpl-{record.id}"
     headers = {JOB_ID_HEADER: record.id, **({REPLAYED_HEADER: "true"} if repeated else {})}
     if not body.stream:

@@ -16,6 +16,7 @@ import time
 from redis.asyncio import Redis
 
 from tokenrelay.core.keys import Keys
+from tokenrelay.core.status import JobStatus
 
 log = logging.getLogger("tokenrelay.gateway")
 
@@ -42,7 +43,7 @@ async def sweep(state) -> int:
         if not await redis.zrem(keys.outbox, job_id):
             continue  # another gateway's sweep took it
         status, attempt = await redis.hmget(keys.meta(job_id), ["status", "attempt"])
-        if status != b"queued" or attempt != b"0":
+        if status != JobStatus.QUEUED.encode() or attempt != b"0":
             continue  # started, cancelled, withdrawn or expired: nothing to send
         try:
             await state.tasks.send(job_id)

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from tokenrelay.core import protocol
 from tokenrelay.core.protocol import EventId
 from tokenrelay.core.registry import check_model
+from tokenrelay.core.status import CancelOutcome
 from tokenrelay.core.store import JobRecord, load_job, load_owner
 from tokenrelay.errors import (
     IdempotencyKeyInUse,
@@ -100,13 +101,13 @@ async def _record(request: Request, job_id: str) -> JobRecord:
     return record
 
 
-def _check_max_tokens(body: JobRequest, settings) -> None:
+def _check_max_tokens(body: JobRequest, settings, param: str) -> None:
     max_tokens = body.params.max_tokens
     if max_tokens is not None and max_tokens > settings.max_tokens_limit:
-        raise InvalidRequest(f"max_tokens must be between 1 and {settings.max_tokens_limit}", param="params.max_tokens")
+        raise InvalidRequest(f"{param} must be between 1 and {settings.max_tokens_limit}", param=param)
 
 
-def _check_limits(body: JobRequest, request: Request) -> list[dict[str, str]]:
+def _check_limits(body: JobRequest, request: Request, max_tokens_param: str) -> list[dict[str, str]]:
     settings = request.app.state.settings
     check_model(body.model, settings)
     messages = body.chat_messages()
@@ -117,7 +118,7 @@ def _check_limits(body: JobRequest, request: Request) -> list[dict[str, str]]:
             raise InvalidRequest(
                 f"message {position} is longer than {settings.max_message_chars} characters", param="messages"
             )
-    _check_max_tokens(body, settings)
+    _check_max_tokens(body, settings, max_tokens_param)
     return messages
 
 
@@ -175,17 +176,18 @@ def _sse_response(request: Request, job_id: str, after: EventId | None, headers:
     return StreamingResponse(body, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
 
 
-async def start_job(body: JobRequest, request: Request, idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+async def start_job(body: JobRequest, request: Request, max_tokens_param: str = "params.max_tokens",
+                    idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
     """Check limits and quotas, store the record and enqueue the job: the one path every API that runs a
-    job takes. Returns the record and whether it is the job an earlier request with the same
-    Idempotency-Key made."""
+    job takes. `max_tokens_param` is the field's name in the caller's API, for the error's `param`.
+    Returns the record and whether it is the job an earlier request with the same Idempotency-Key made."""
     state = request.app.state
     principal = principal_of(request)
     if body.graph is not None:
-        _check_max_tokens(body, state.settings)
+        _check_max_tokens(body, state.settings, max_tokens_param)
         model, request_doc = graph_request(body, state.settings)
     else:
-        messages = _check_limits(body, request)
+        messages = _check_limits(body, request, max_tokens_param)
         model, request_doc = body.model, {"messages": messages, "params": body.params.model_dump(exclude_none=True)}
     sub = Submission(principal, protocol.new_job_id(), model, request_doc, body.metadata,
                      idempotency.check(idempotency_key))
@@ -239,7 +241,7 @@ async def submit_job(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", description="With `stream: true` and a "
                              "repeated Idempotency-Key: resume the job's stream after this event.")] = None,
 ) -> JobCreated:
-    record, repeated = await start_job(body, request, idempotency_key)
+    record, repeated = await start_job(body, request, idempotency_key=idempotency_key)
     headers = {"Location": f"/v1/jobs/{record.id}", "X-Tokenrelay-Job-Id": record.id}
     if repeated:
         headers[REPLAYED_HEADER] = "true"
@@ -294,18 +296,18 @@ async def stream_job(
 async def cancel_job(job_id: str, request: Request) -> JSONResponse:
     state = request.app.state
     await _check_readable(request, job_id)
-    outcome = await state.scripts.cancel(job_id, state.settings.retention_s)
-    if outcome == "missing":
+    outcome, status = await state.scripts.cancel(job_id, state.settings.retention_s)
+    if outcome == CancelOutcome.MISSING:
         raise JobNotFound(job_id)
-    if outcome.startswith("finished:"):
-        status = outcome.removeprefix("finished:")
+    if outcome == CancelOutcome.FINISHED:
         result = CancelResult(id=job_id, status=status, cancelled=False, detail=f"job already {status}; nothing to do")
         return JSONResponse(result.model_dump(), status_code=200)
-    if outcome == "cancelling":
+    if outcome == CancelOutcome.CANCELLING:
         await state.redis.publish(state.keys.cancel_channel, job_id)
         detail = "cancel requested; the worker stops before its next token"
     else:
         detail = "job cancelled before it started"
+    # `status` says what the call did: "cancelling" (a worker stops it) or "cancelled" (it was queued).
     result = CancelResult(id=job_id, status=outcome, cancelled=True, detail=detail)
     return JSONResponse(result.model_dump(), status_code=202)
 
