@@ -15,6 +15,8 @@ from collections import Counter
 import httpx
 import pytest
 
+from tokenrelay.cli.embedded import free_port
+
 from ..support.processes import stack_env, start_gateway, start_worker, wait_for_workers
 from .proxy import FaultProxy
 
@@ -39,21 +41,33 @@ def test_saturated_workers_keep_their_leases(redis_server, fault_settings):
     slow = {**fault_settings, "redis_pool_size": 1, "broker_url": redis_server.url}
     with FaultProxy(redis_server.port) as proxy:
         proxy.set_mode("delay", 0.005)
-        workers = [start_worker(stack_env(proxy.url, **slow), concurrency=300, name=f"worker{n}") for n in range(2)]
+        ports = [free_port(), free_port()]
+        workers = [start_worker(stack_env(proxy.url, **slow, worker_metrics_port=port), concurrency=300,
+                                name=f"worker{n}") for n, port in enumerate(ports)]
         gateway, url = start_gateway(stack_env(redis_server.url, **fault_settings))
         try:
             wait_for_workers(url, 2)
             job_ids = asyncio.run(submit_all(url))
             records = wait_for_all(url, job_ids)
             logs = "".join(worker.output() for worker in workers)
+            scraped = [scrape(port) for port in ports]
         finally:
             for process in (gateway, *workers):
                 process.stop()
     attempts = Counter(record["attempt"] for record in records)
     claimed = logs.count("lost its worker")
-    print(f"\n[lease starvation] {JOBS} jobs: attempts {dict(attempts)}, leases claimed {claimed}")
-    assert claimed == 0
+    gaps = [metrics["tokenrelay_worker_heartbeat_gap_max_seconds"] for metrics in scraped]
+    print(f"\n[lease starvation] {JOBS} jobs: attempts {dict(attempts)}, leases claimed {claimed}, "
+          f"longest heartbeat gap {max(gaps):.2f} s (lease 2 s)")
+    assert claimed == 0 and all(metrics["tokenrelay_worker_leases_claimed_total"] == 0 for metrics in scraped)
     assert attempts == {1: JOBS}
+    assert max(gaps) < fault_settings["lease_ttl_s"]
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line and not line.startswith("#") and "{" not in line.split()[0]}
 
 
 def wait_for_all(url: str, job_ids: list[str]) -> list[dict]:

@@ -10,6 +10,7 @@ import re
 
 from .protocol import CANCEL_CHANNEL_SUFFIX, check_job_id
 
+WORKER_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,200}")  # <hostname>:<pid>
 OWNER_NAME = re.compile(r"[A-Za-z0-9_.-]{0,64}")  # API key names ("" = jobs made without keys)
 
 
@@ -35,6 +36,12 @@ class Keys:
 
     def meta(self, job_id: str) -> str:
         return f"{self.prefix}:{{{check_job_id(job_id)}}}:meta"
+
+    def worker_alive(self, worker_id: str) -> str:
+        """string with a TTL of one lease: the worker process renewed its leases within that time."""
+        if not WORKER_ID.fullmatch(worker_id):
+            raise ValueError("invalid worker id")
+        return f"{self.prefix}:{{worker:{worker_id}}}:alive"
 
     # One key (one Cluster slot) per owner for each of these: nothing here spans owners.
     def owner_jobs(self, owner: str) -> str:
