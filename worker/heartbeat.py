@@ -71,6 +71,8 @@ class Heartbeat:
         now = time.monotonic()
         if self.last_renewal is not None:
             gap = now - self.last_renewal
+            if gap > self.lease_ms / 1000 / 2:
+                log.warning("lease renewal %.2f s after the previous one (lease %.1f s)", gap, self.lease_ms / 1000)
             if gap > self.longest_gap_s:
                 self.longest_gap_s = gap
                 worker_metrics().heartbeat_gap.set(gap)
