@@ -5,6 +5,8 @@ Deliberate choices (read before changing):
   `POST /v1/jobs`, and read through the process's relay like any other reader: the answer carries
   `X-Tokenrelay-Job-Id`, so a client whose connection dropped can re-attach at
   `/v1/jobs/{id}/stream`. Closing the connection does not cancel the job, for the same reason.
+- The job is read as decoded events (`Relay.follow_events`), not as SSE bytes parsed back into
+  events: the relay's ordering, resume and slow-reader rules hold, with no SSE round trip.
 - A `token` event that carries several tokens (`count` > 1) becomes one chunk with their text.
 - The first chunk carries the role and is sent at once; `finish_reason` comes in the last chunk
   with an empty delta; with `stream_options.include_usage` every chunk has `"usage": null` and
@@ -30,7 +32,6 @@ from redis.exceptions import RedisError
 from tokenrelay.core import protocol
 from tokenrelay.core.protocol import EventId
 from tokenrelay.events import Event
-from tokenrelay.sse import SSEParser
 
 from .errors import ERROR_RESPONSES
 from .openai_schemas import ChatCompletionRequest
@@ -62,28 +63,25 @@ def _error_body(message: str, error_type: str, code: str | None = None, param: s
 async def job_events(request: Request, job_id: str) -> AsyncIterator[Event | None]:
     """A job's events from its start through the process's relay; None for each keepalive. Redis
     errors are retried from the last event for STREAM_RETRY_S, then the answer is an error."""
-    parser = SSEParser()
     last: EventId | None = None
     give_up_at: float | None = None
     while True:
         try:
-            async for chunk in request.app.state.relay.follow(job_id, last):
-                if chunk == protocol.KEEPALIVE_FRAME:
-                    yield None
-                    continue
-                for event in parser.feed(chunk.decode()):
-                    last, give_up_at = EventId.parse(event.id) if event.id else last, None
-                    yield event
+            async for event in request.app.state.relay.follow_events(job_id, last):
+                if event is not None and event.id:
+                    last, give_up_at = EventId.parse(event.id), None
+                yield event
             return
         except RedisError:
             now = time.monotonic()
             give_up_at = give_up_at or now + STREAM_RETRY_S
             if now >= give_up_at:
-                yield Event(None, protocol.ERROR, {"type": "stream_unavailable", "message": "the job store stopped "
-                            f"answering; the job goes on: read it at /v1/jobs/{job_id}"})
-                yield Event(None, protocol.END, {"status": "interrupted", "usage": None, "finish_reason": None})
+                yield Event(id=None, event=protocol.ERROR, data={
+                    "type": "stream_unavailable",
+                    "message": f"the job store stopped answering; the job goes on: read it at /v1/jobs/{job_id}"})
+                yield Event(id=None, event=protocol.END, data={"status": "interrupted", "usage": None,
+                                                               "finish_reason": None})
                 return
-            parser = SSEParser()
             await asyncio.sleep(STREAM_RETRY_DELAY_S)
 
 
