@@ -64,6 +64,14 @@ def test_saturated_workers_keep_their_leases(redis_server, fault_settings):
     assert max(gaps) < fault_settings["lease_ttl_s"]
 
 
+def get_json(http: httpx.Client, path: str) -> dict:
+    # The polling client's kept-alive connection may be closed by the gateway between polls.
+    try:
+        return http.get(path).json()
+    except httpx.TransportError:
+        return http.get(path).json()
+
+
 def scrape(port: int) -> dict[str, float]:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
@@ -74,7 +82,7 @@ def wait_for_all(url: str, job_ids: list[str]) -> list[dict]:
     deadline = time.monotonic() + 240
     with httpx.Client(base_url=url, timeout=30) as http:
         while True:
-            records = [http.get(f"/v1/jobs/{job_id}").json() for job_id in job_ids]
+            records = [get_json(http, f"/v1/jobs/{job_id}") for job_id in job_ids]
             statuses = Counter(record["status"] for record in records)
             if statuses == {"succeeded": len(job_ids)}:
                 return records
