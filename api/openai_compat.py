@@ -35,7 +35,8 @@ from tokenrelay.events import Event
 
 from .errors import ERROR_RESPONSES
 from .openai_schemas import ChatCompletionRequest
-from .routes import REPLAYED_HEADER, SSE_HEADERS, STREAM_RETRY_DELAY_S, STREAM_RETRY_S, start_job
+from .routes import REPLAYED_HEADER, start_job
+from .sse_response import SSE_HEADERS, STREAM_RETRY_DELAY_S, STREAM_RETRY_S
 
 router = APIRouter(tags=["OpenAI-compatible"])
 

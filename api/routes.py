@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from redis.exceptions import RedisError
 
 from tokenrelay.core import protocol
 from tokenrelay.core.protocol import EventId
@@ -21,7 +19,6 @@ from tokenrelay.errors import (
     InvalidEventId,
     InvalidRequest,
     JobNotFound,
-    ServiceUnavailable,
 )
 
 from . import idempotency
@@ -30,21 +27,16 @@ from .auth import principal_of
 from .errors import ERROR_RESPONSES
 from .filters import StreamFilter
 from .graph_jobs import graph_request
-from .quotas import limit_duration
 from .schemas import CancelResult, Health, JobCreated, JobRequest, JobView, Readiness
+from .sse_response import sse_response
 
 log = logging.getLogger("tokenrelay.gateway")
 
 router = APIRouter()
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-SSE_RETRY_FRAME = b"retry: 1000\n\n"
 # While Redis or the broker is unreachable, answer 503 within this long instead of hanging.
 READY_TIMEOUT_S = 2.0
 REPLAYED_HEADER = "Idempotent-Replayed"
-# A stream whose Redis reads fail is retried from its last event for this long.
-STREAM_RETRY_S = 30.0
-STREAM_RETRY_DELAY_S = 0.5
 
 
 def _responses(*codes: int) -> dict:
@@ -127,55 +119,6 @@ SSE_RESPONSE = {"content": {"text/event-stream": {}}, "description": "Server-Sen
                 "resume with Last-Event-ID, under any filter."}
 
 
-def _last_id(chunk: bytes, last: EventId | None) -> EventId | None:
-    # Frames are `id: ...\nevent: ...\ndata: <one JSON line>\n\n`: a raw newline only ends a field.
-    position = chunk.rfind(b"\nid: ")
-    start = position + 1 if position >= 0 else (0 if chunk.startswith(b"id: ") else -1)
-    if start < 0:
-        return last
-    return EventId.parse(chunk[start + 4:chunk.index(b"\n", start)].decode())
-
-
-def _interrupted_frames(job_id: str) -> bytes:
-    error = {"type": "stream_unavailable", "message": f"the job store stopped answering; the job goes on: resume at "
-             f"/v1/jobs/{job_id}/stream with Last-Event-ID"}
-    end = {"status": "interrupted", "usage": None, "finish_reason": None}
-    return (b"event: error\ndata: " + protocol.dumps(error).encode() + b"\n\n"
-            b"event: end\ndata: " + protocol.dumps(end).encode() + b"\n\n")
-
-
-def _sse_response(request: Request, job_id: str, after: EventId | None, headers: dict[str, str] | None = None,
-                  *, fresh: bool = False, stream_filter: StreamFilter | None = None, submitted: bool = False):
-    """The job's events after `after`. A Redis error (a busy pool, a restart) is retried from the last
-    event sent for up to STREAM_RETRY_S; past that the response ends without `end` and the client
-    resumes, except on a submit's own stream (`submitted`), which ends with `error` + `end` (status
-    `interrupted`, no id): an accepted `"stream": true` request never ends with nothing."""
-    state = request.app.state
-
-    async def frames():
-        yield SSE_RETRY_FRAME
-        last, from_start, give_up_at = after, fresh, None
-        while True:
-            try:
-                async for chunk in state.relay.follow(job_id, last, stream_filter, fresh=from_start):
-                    last, give_up_at = _last_id(chunk, last), None
-                    yield chunk
-                return
-            except RedisError as exc:
-                now = time.monotonic()
-                give_up_at = give_up_at or now + STREAM_RETRY_S
-                if now >= give_up_at:
-                    log.warning("stream of job %s cut short: %s", job_id, type(exc).__name__)
-                    if submitted:
-                        yield _interrupted_frames(job_id)
-                    return
-                from_start = False
-                await asyncio.sleep(STREAM_RETRY_DELAY_S)
-
-    body = state.reader_slots.hold(job_id, limit_duration(frames(), state.settings.max_stream_s))
-    return StreamingResponse(body, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
-
-
 async def start_job(body: JobRequest, request: Request, max_tokens_param: str = "params.max_tokens",
                     idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
     """Check limits and quotas, store the record and enqueue the job: the one path every API that runs a
@@ -247,7 +190,7 @@ async def submit_job(
         headers[REPLAYED_HEADER] = "true"
     if body.stream:  # one round trip: the submitter reads the stream from its first event
         after = await _resume_point(request, record.id, last_event_id) if repeated else None
-        return _sse_response(request, record.id, after, headers, fresh=not repeated, submitted=True)
+        return sse_response(request, record.id, after, headers, fresh=not repeated, submitted=True)
     response.headers.update(headers)
     return JobCreated(id=record.id, status=record.status, model=record.model, created_at=record.created_at,
                       stream_url=_stream_url(record.id), metadata=record.metadata, graph=record.request.get("graph"))
@@ -281,12 +224,11 @@ async def stream_job(
                                        "/v1/jobs/{job_id}/stream-token, for clients that cannot send headers. "
                                        "Never an API key.")] = None,
 ) -> StreamingResponse:
-    state = request.app.state
     reader_filter = StreamFilter.from_query(tags=tags, node=node, events=events, final_only=final_only)
     await _check_readable(request, job_id)
     raw_after = last_event_id_header if last_event_id_header is not None else last_event_id
     after = await _resume_point(request, job_id, raw_after)
-    return _sse_response(request, job_id, after, stream_filter=reader_filter)
+    return sse_response(request, job_id, after, stream_filter=reader_filter)
 
 
 @router.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=CancelResult,
