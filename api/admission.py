@@ -29,6 +29,7 @@ log = logging.getLogger("tokenrelay.gateway")
 
 CLEANUP_TIMEOUT_S = 2.0
 FORGET_DELAYS_S = (0.0, 1.0, 5.0, 30.0)
+OUTBOX_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 _background: set[asyncio.Task] = set()
 
 
@@ -107,7 +108,15 @@ async def send(state, sub: Submission) -> bool:
     """Put the job in the outbox, send its task, confirm. False if the broker refused and the job
     was withdrawn (nothing runs); True once it was sent, a worker holds it, or the client was
     already told 202 (then it stays in the outbox for the sweep)."""
-    await outbox.add(state.redis, state.keys, sub.job_id)
+    try:
+        await outbox.add(state.redis, state.keys, sub.job_id)
+    except Exception as exc:  # noqa: BLE001 - Redis failed right after storing the record
+        log.warning("could not add job %s to the outbox: %s", sub.job_id, type(exc).__name__)
+        if not sub.accepted:  # nothing was sent: refuse, and remove the record once Redis answers
+            sub.withdrawing = True
+            forget_later(state, sub)
+            return False
+        await _add_to_outbox_eventually(state, sub)  # the client has its id: it must run
     try:
         await state.tasks.send(sub.job_id)
     except Exception as exc:  # noqa: BLE001 - the broker refused or is gone
@@ -122,6 +131,17 @@ async def send(state, sub: Submission) -> bool:
         log.info("job %s was started by a worker before its send failed; it runs", sub.job_id)
     await outbox.confirm(state.redis, state.keys, sub.job_id)
     return True
+
+
+async def _add_to_outbox_eventually(state, sub: Submission) -> None:
+    for delay in OUTBOX_RETRY_DELAYS_S:
+        await asyncio.sleep(delay)
+        try:
+            await outbox.add(state.redis, state.keys, sub.job_id)
+            return
+        except Exception:  # noqa: BLE001 - still failing: try again later
+            continue
+    log.error("job %s could not be queued; it stays queued until it expires", sub.job_id)
 
 
 async def admit(state, sub: Submission) -> JobRecord:
