@@ -21,7 +21,7 @@ from ..support.processes import stack_env, start_gateway, start_worker, wait_for
 from .proxy import FaultProxy
 
 JOBS = 300
-JOB = {"model": "demo", "prompt": "keep my lease", "params": {"max_tokens": 40, "tokens_per_second": 20}}
+JOB = {"model": "demo", "prompt": "keep my lease", "params": {"max_tokens": 10, "tokens_per_second": 5}}
 
 
 async def submit_all(url: str) -> list[str]:
