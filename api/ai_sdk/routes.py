@@ -24,9 +24,10 @@ from tokenrelay.errors import InvalidRequest, JobNotFound
 
 from ..auth import principal_of
 from ..errors import ERROR_RESPONSES
-from ..openai_compat import JOB_ID_HEADER
+from ..openai_compat import JOB_ID_HEADER, job_events
 from ..quotas import limit_duration
-from ..routes import SSE_HEADERS, _check_readable, start_job
+from ..routes import _check_readable, start_job
+from ..sse_response import SSE_HEADERS
 from ..schemas import GenerationParams, JobRequest
 from .chunks import DONE_FRAME, UIMessageChunks, frame
 
@@ -70,10 +71,10 @@ class ChatRequest(BaseModel):
         return JobRequest(model=model, messages=messages, params=params, metadata={"api": "ai-sdk", "chat_id": self.id})
 
 
-async def _chunks(request: Request, job_id: str, fresh: bool) -> AsyncIterator[bytes]:
+async def _chunks(request: Request, job_id: str) -> AsyncIterator[bytes]:
     translator = UIMessageChunks(job_id)
     yield b"".join(frame(chunk) for chunk in translator.opening())
-    async for event in request.app.state.relay.follow_events(job_id, fresh=fresh):
+    async for event in job_events(request, job_id):
         if event is None:
             yield protocol.KEEPALIVE_FRAME
             continue
@@ -85,10 +86,9 @@ async def _chunks(request: Request, job_id: str, fresh: bool) -> AsyncIterator[b
             yield frames
 
 
-def _stream(request: Request, job_id: str, *, fresh: bool = False) -> StreamingResponse:
-    """`fresh`: the job was just created here, so it has no history to read yet."""
+def _stream(request: Request, job_id: str) -> StreamingResponse:
     state = request.app.state
-    frames = limit_duration(_chunks(request, job_id, fresh), state.settings.max_stream_s)
+    frames = limit_duration(_chunks(request, job_id), state.settings.max_stream_s)
     return StreamingResponse(state.reader_slots.hold(job_id, frames), media_type="text/event-stream",
                              headers={**STREAM_HEADERS, JOB_ID_HEADER: job_id})
 
@@ -106,12 +106,12 @@ STREAM_DOC = {"content": {"text/event-stream": {}}, "description": "The UI messa
 async def chat(body: ChatRequest, request: Request) -> StreamingResponse:
     state = request.app.state
     key = _chat_key(request, body.id)
-    record = await start_job(body.to_job(state.settings.models), request, "max_tokens")
+    record, _ = await start_job(body.to_job(state.settings.models), request, "max_tokens")
     async with state.redis.pipeline(transaction=True) as pipe:
         pipe.hset(key, "job", record.id)
         pipe.expire(key, int(state.settings.retention_s + state.settings.job_timeout_s))
         await pipe.execute()
-    return _stream(request, record.id, fresh=True)
+    return _stream(request, record.id)
 
 
 @router.get("/ai-sdk/chat/{chat_id}/stream",

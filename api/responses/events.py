@@ -148,6 +148,8 @@ class ResponseEvents:
     def _end(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         self.done = True
         status = final_status(data.get("status", JobStatus.FAILED), data.get("finish_reason"), self.limited)
+        if status not in TERMINAL_EVENT:  # never expected: every end a job writes has a terminal status
+            status = "failed"
         text = self.answer.sent if self.opened else None
         events = []
         if status in ("completed", "incomplete") and self.opened:

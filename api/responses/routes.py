@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tokenrelay.core import protocol
@@ -27,9 +27,10 @@ from tokenrelay.core.store import JobRecord, delete_job
 from tokenrelay.errors import InvalidRequest, JobNotFound, TokenRelayError
 
 from ..errors import ERROR_RESPONSES
-from ..openai_compat import JOB_ID_HEADER
+from ..openai_compat import JOB_ID_HEADER, job_events
 from ..quotas import limit_duration
-from ..routes import SSE_HEADERS, _record, start_job
+from ..routes import REPLAYED_HEADER, _record, start_job
+from ..sse_response import SSE_HEADERS
 from ..schemas import GenerationParams, JobRequest
 from .events import ResponseEvents, final_status, response_object, sse
 from .schemas import ResponseRequest, item_messages
@@ -86,8 +87,9 @@ def _view(record: JobRecord, doc: dict[str, Any]) -> dict[str, Any]:
                            usage=record.usage if record.finished else None, error=error)
 
 
-def _json(body: dict[str, Any], job_id: str, status_code: int = 200) -> JSONResponse:
-    return JSONResponse(body, status_code=status_code, headers={JOB_ID_HEADER: job_id})
+def _json(body: dict[str, Any], job_id: str, status_code: int = 200, headers: dict[str, str] | None = None
+          ) -> JSONResponse:
+    return JSONResponse(body, status_code=status_code, headers={JOB_ID_HEADER: job_id, **(headers or {})})
 
 
 async def _conversation(request: Request, body: ResponseRequest) -> list[dict[str, str]]:
@@ -117,22 +119,24 @@ async def _cancel(request: Request, job_id: str) -> None:
     await state.redis.publish(state.keys.cancel_channel, job_id)
     try:
         async with asyncio.timeout(CANCEL_WAIT_S):
-            async for _ in request.app.state.relay.follow_events(job_id):
+            async for _ in job_events(request, job_id):
                 pass
     except TimeoutError:
         pass
 
 
 async def _translated(request: Request, record: JobRecord, doc: dict[str, Any],
-                      starting_after: int, fresh: bool) -> AsyncIterator[bytes]:
+                      starting_after: int) -> AsyncIterator[bytes]:
     translator = ResponseEvents(record.id, record.model, doc)
     opening = b"".join(sse(e) for e in translator.opening() if e["sequence_number"] > starting_after)
     if opening:
         yield opening
-    async for event in request.app.state.relay.follow_events(record.id, fresh=fresh):
+    async for event in job_events(request, record.id):
         if event is None:
             yield protocol.KEEPALIVE_FRAME
             continue
+        if event.id is None:  # the gateway lost the job store: end here; the client resumes with starting_after
+            break
         frames = b"".join(sse(e) for e in translator.feed(event.event, event.data)
                           if e["sequence_number"] > starting_after)
         if frames:
@@ -143,27 +147,26 @@ async def _translated(request: Request, record: JobRecord, doc: dict[str, Any],
         await delete_job(request.app.state.redis, request.app.state.keys, record.id)
 
 
-def _stream(request: Request, record: JobRecord, doc: dict[str, Any], starting_after: int = -1, *,
-            fresh: bool = False) -> StreamingResponse:
-    """`fresh`: the job was just created here, so it has no history to read yet."""
+def _stream(request: Request, record: JobRecord, doc: dict[str, Any], starting_after: int = -1,
+            headers: dict[str, str] | None = None) -> StreamingResponse:
     state = request.app.state
-    frames = limit_duration(_translated(request, record, doc, starting_after, fresh), state.settings.max_stream_s)
+    frames = limit_duration(_translated(request, record, doc, starting_after), state.settings.max_stream_s)
     return StreamingResponse(state.reader_slots.hold(record.id, frames), media_type="text/event-stream",
-                             headers={**SSE_HEADERS, JOB_ID_HEADER: record.id})
+                             headers={**SSE_HEADERS, JOB_ID_HEADER: record.id, **(headers or {})})
 
 
-async def _blocking(request: Request, record: JobRecord, doc: dict[str, Any]) -> JSONResponse:
+async def _blocking(request: Request, record: JobRecord, doc: dict[str, Any], headers: dict[str, str]) -> JSONResponse:
     ended = False
-    async for event in request.app.state.relay.follow_events(record.id, fresh=True):
-        ended = event is not None and event.event == protocol.END
-    if not ended:  # the relay cut this reader off (it fell too far behind); the job goes on
+    async for event in job_events(request, record.id):
+        ended = event is not None and event.event == protocol.END and event.id is not None
+    if not ended:  # the relay cut this reader off, or the job store stopped answering; the job goes on
         body = _error(f"the answer was interrupted; read it at /v1/responses/resp_{record.id}", "stream_interrupted")
-        return JSONResponse(body, status_code=503, headers={JOB_ID_HEADER: record.id, "Retry-After": "1"})
+        return _json(body, record.id, 503, {**headers, "Retry-After": "1"})
     state = request.app.state
     record, _ = await _load(request, f"resp_{record.id}")
     if not doc.get("store", True):
         await delete_job(state.redis, state.keys, record.id)
-    return _json(_view(record, doc), record.id)
+    return _json(_view(record, doc), record.id, headers=headers)
 
 
 SSE_DOC = {"content": {"text/event-stream": {}}, "description": "The response object, or with `stream: true` "
@@ -173,7 +176,11 @@ SSE_DOC = {"content": {"text/event-stream": {}}, "description": "The response ob
 @router.post("/v1/responses", responses={200: SSE_DOC, 404: {**ERROR_RESPONSES[404], "description": "Unknown model."},
                                          **_responses(400, 401, 413, 429, 503)},
              summary="Create a response (OpenAI Responses API; background mode supported)")
-async def create_response(body: ResponseRequest, request: Request):
+async def create_response(
+    body: ResponseRequest, request: Request,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description="Makes the request safe to "
+                               "retry: a repeat with the same body gets the same response.")] = None,
+):
     settings = request.app.state.settings
     body.check_supported()
     if body.model not in settings.models:
@@ -194,16 +201,18 @@ async def create_response(body: ResponseRequest, request: Request):
     job = JobRequest(model=body.model, messages=messages, params=params,
                      metadata={**(body.metadata or {}), "api": "responses"})
     try:
-        record = await start_job(job, request, "max_output_tokens", extra={"responses": doc})
+        record, repeated = await start_job(job, request, "max_output_tokens", idempotency_key, extra={"responses": doc})
     except InvalidRequest as exc:  # name the Responses field, not the job's
         if exc.param == "messages":
             exc.param = "input"
         raise
+    doc = record.request.get("responses", doc)  # a repeat answers with the first request's response
+    headers = {REPLAYED_HEADER: "true"} if repeated else {}
     if body.stream:
-        return _stream(request, record, doc, fresh=True)
+        return _stream(request, record, doc, headers=headers)
     if body.background:
-        return _json(response_object(record.id, record.model, doc, "queued"), record.id)
-    return await _blocking(request, record, doc)
+        return _json(_view(record, doc), record.id, headers=headers)
+    return await _blocking(request, record, doc, headers)
 
 
 @router.get("/v1/responses/{response_id}", responses={200: SSE_DOC, **_responses(400, 401, 404, 429, 503)},

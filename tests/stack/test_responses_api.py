@@ -244,3 +244,21 @@ def test_raw_wire_format_and_job_id_on_every_answer(gateway_url):
                          ("POST", "/cancel"), ("DELETE", "")]:
         answer = httpx.request(method, f"{gateway_url}/v1/responses/{response_id}{path}", timeout=30)
         assert answer.headers["x-tokenrelay-job-id"] == job_id, (method, path, answer.status_code)
+
+
+def test_idempotency_key_makes_a_retried_create_return_the_same_response(sdk, gateway_url):
+    key = {"Idempotency-Key": "create-once-1"}
+    raw = sdk.responses.with_raw_response.create(model="demo", input=PROMPT, background=True, max_output_tokens=8,
+                                                 extra_body={"tokens_per_second": 0}, extra_headers=key)
+    first = raw.parse()
+    again = sdk.responses.with_raw_response.create(model="demo", input=PROMPT, background=True, max_output_tokens=8,
+                                                   extra_body={"tokens_per_second": 0}, extra_headers=key)
+    assert again.parse().id == first.id and again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in raw.headers
+    events = list(sdk.responses.create(model="demo", input=PROMPT, background=True, stream=True, max_output_tokens=8,
+                                       extra_body={"tokens_per_second": 0}, extra_headers=key))
+    assert events[0].response.id == first.id and events[-1].response.output_text == expected(8)  # the same run
+    with pytest.raises(openai.APIStatusError) as caught:  # the same key with another body is refused
+        sdk.responses.create(model="demo", input="something else", background=True, extra_headers=key)
+    assert caught.value.status_code == 422
+    assert len(httpx.get(f"{gateway_url}/v1/jobs").json()["data"]) == 1
