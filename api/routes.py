@@ -58,6 +58,7 @@ def _view(record: JobRecord) -> JobView:
         finished_at=record.finished_at,
         attempt=record.attempt,
         output={"text": record.output_text if record.finished else None,
+                "tool_calls": record.output_tool_calls if record.finished else None,
                 "state": record.output_state if record.finished else None},
         usage=record.usage,
         error=record.error,
@@ -144,7 +145,8 @@ async def start_job(body: JobRequest, request: Request) -> JobRecord:
         model, request_doc = graph_request(body, state.settings)
     else:
         messages = _check_limits(body, request)
-        model, request_doc = body.model, {"messages": messages, "params": body.params.model_dump(exclude_none=True)}
+        model, request_doc = body.model, {"messages": messages, "params": body.params.model_dump(exclude_none=True),
+                                          **body.tool_request(body.model, state.settings)}
     job_id = protocol.new_job_id()
     try:
         async with asyncio.timeout(SUBMIT_TIMEOUT_S):

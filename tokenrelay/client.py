@@ -21,9 +21,15 @@ RECONNECT_DELAYS_S = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 STREAM_READ_TIMEOUT_S = 60.0  # above the gateway's 15 s keepalive
 
 
+TOOL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
+
+
 def _job_body(prompt: str | None, messages: list[dict] | None, model: str, params: dict | None,
-              metadata: dict | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model}
+              metadata: dict | None, tool_fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(tool_fields) - set(TOOL_FIELDS)
+    if unknown:
+        raise TypeError(f"submit() got unexpected arguments: {', '.join(sorted(unknown))}")
+    body: dict[str, Any] = {"model": model, **{k: v for k, v in tool_fields.items() if v is not None}}
     if messages is not None:
         body["messages"] = messages
     else:
@@ -115,8 +121,10 @@ class Client:
         self._http.close()
 
     def submit(self, prompt: str | None = None, *, messages: list[dict] | None = None, model: str = "demo",
-               params: dict | None = None, metadata: dict | None = None) -> dict[str, Any]:
-        response = self._http.post("/v1/jobs", json=_job_body(prompt, messages, model, params, metadata))
+               params: dict | None = None, metadata: dict | None = None, **tool_fields: Any) -> dict[str, Any]:
+        """Submit a model job; `tools`, `tool_choice`, `parallel_tool_calls` and `response_format` pass as given."""
+        body = _job_body(prompt, messages, model, params, metadata, tool_fields)
+        response = self._http.post("/v1/jobs", json=body)
         _raise_for_error(response)
         return response.json()
 
@@ -187,8 +195,10 @@ class AsyncClient:
         await self._http.aclose()
 
     async def submit(self, prompt: str | None = None, *, messages: list[dict] | None = None, model: str = "demo",
-                     params: dict | None = None, metadata: dict | None = None) -> dict[str, Any]:
-        response = await self._http.post("/v1/jobs", json=_job_body(prompt, messages, model, params, metadata))
+                     params: dict | None = None, metadata: dict | None = None,
+                     **tool_fields: Any) -> dict[str, Any]:
+        body = _job_body(prompt, messages, model, params, metadata, tool_fields)
+        response = await self._http.post("/v1/jobs", json=body)
         _raise_for_error(response)
         return response.json()
 

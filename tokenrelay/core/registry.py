@@ -25,6 +25,11 @@ def check_model(name: str, settings: Settings) -> str:
     return name
 
 
+def supports_response_format(name: str) -> bool:
+    """Whether a model can be held to a JSON `response_format` (the offline `demo` model cannot)."""
+    return name.startswith(OPENAI_PREFIX)
+
+
 def check_graph(name: str, settings: Settings) -> str:
     if name not in settings.graphs:
         raise UnknownGraph(name, sorted(settings.graphs))

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_message_chars: int = 200_000
     max_tokens_limit: int = 16_384
     default_max_tokens: int = 64
+    # Tools a job may pass, and the size of each tool's (and a response format's) JSON, compact.
+    max_tools: int = 128
+    max_tool_schema_bytes: int = 16_384
 
     # Authentication (see api/auth.py). Each entry is `<name>:<sha256 hex of the key>[:admin]`;
     # none configured = no authentication, for a gateway on loopback only.

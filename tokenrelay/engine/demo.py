@@ -1,8 +1,8 @@
 """`demo`: an offline, deterministic LangChain chat model that streams readable text at a set pace.
 
 It goes through LangChain's own streaming machinery, so it takes the same path as any provider. With
-tools bound it acts as a tool-calling model: arithmetic in the prompt becomes a tool call, and after the
-tool's answer it states the result, so agents run offline.
+tools bound it acts as a tool-calling model: arithmetic in the prompt, a tool named in it, or a forcing
+`tool_choice` becomes a tool call, and after the tool's answer it states the result, so agents run offline.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -65,17 +66,72 @@ def _words(text: str) -> list[str]:
     return [word if i == 0 else " " + word for i, word in enumerate(text.split())]
 
 
-def _tool_call(messages: list[BaseMessage], tools: list[dict] | None) -> dict | None:
-    """A tool call chunk when tools are bound and the user's last message asks for arithmetic."""
-    if not tools or not messages or messages[-1].type != "human":
+def _named_choice(tool_choice: Any) -> str | None:
+    if isinstance(tool_choice, dict):
+        return (tool_choice.get("function") or {}).get("name")
+    if isinstance(tool_choice, str) and tool_choice not in ("auto", "none", "any", "required"):
+        return tool_choice
+    return None
+
+
+def _mentioned(prompt: str, tools: list[dict]) -> dict | None:
+    """The first tool the prompt names, by its whole name or a word of it (4+ letters: `get_weather` ← weather)."""
+    words = set(re.findall(r"[a-z0-9]+", prompt.lower()))
+    for tool in tools:
+        name = tool["function"]["name"]
+        parts = [part for part in re.split(r"[^a-z0-9]+", name.lower()) if len(part) >= 4]
+        if name.lower() in prompt.lower() or words.intersection(parts):
+            return tool
+    return None
+
+
+def _fill(schema: dict, prompt: str, numbers: list[str]) -> Any:
+    """A value of a JSON schema's type, taken from the prompt: its next number, or its text."""
+    for option in schema.get("anyOf") or ():
+        if option.get("type") != "null":
+            return _fill(option, prompt, numbers)
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind in ("integer", "number"):
+        value = float(numbers.pop(0)) if numbers else 0
+        return int(value) if kind == "integer" else value
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    if kind == "object":
+        return {}
+    return prompt
+
+
+def _tool_call(messages: list[BaseMessage], tools: list[dict] | None, tool_choice: Any = None) -> dict | None:
+    """A tool call chunk when tools are bound, the user spoke last and the call is asked for: arithmetic
+    (the first tool gets the expression), a tool named in the prompt, or a `tool_choice` that forces one."""
+    if not tools or not messages or messages[-1].type != "human" or tool_choice == "none":
         return None
-    expression = find_expression(_prompt_text(messages))
-    if expression is None:
+    prompt = _prompt_text(messages)
+    expression = find_expression(prompt)
+    named = _named_choice(tool_choice)
+    tool = next((t for t in tools if t["function"]["name"] == named), None) if named else None
+    if tool is None and expression is not None:
+        tool = tools[0]
+    tool = tool or _mentioned(prompt, tools)
+    if tool is None and tool_choice in ("any", "required"):
+        tool = tools[0]
+    if tool is None:
         return None
-    function = tools[0]["function"]
-    arg = next(iter(function.get("parameters", {}).get("properties", {})), "expression")
-    call_id = "call_" + hashlib.sha1(expression.encode()).hexdigest()[:12]
-    return {"name": function["name"], "args": json.dumps({arg: expression}), "id": call_id, "index": 0,
+    parameters = tool["function"].get("parameters") or {}
+    properties = parameters.get("properties") or {}
+    if expression is not None and tool is tools[0] and properties:
+        args = {next(iter(properties)): expression}
+    else:
+        numbers = re.findall(r"-?\d+(?:\.\d+)?", prompt)
+        required = parameters.get("required", list(properties))
+        args = {name: _fill(properties[name], prompt, numbers) for name in required if name in properties}
+    arguments = json.dumps(args, ensure_ascii=False)
+    call_id = "call_" + hashlib.sha1((tool["function"]["name"] + arguments).encode()).hexdigest()[:12]
+    return {"name": tool["function"]["name"], "args": arguments, "id": call_id, "index": 0,
             "type": "tool_call_chunk"}
 
 
@@ -109,7 +165,8 @@ class DemoChatModel(BaseChatModel):
         return "tokenrelay-demo"
 
     def bind_tools(self, tools: list, *, tool_choice: Any = None, **kwargs: Any):
-        return self.bind(tools=[convert_to_openai_tool(tool) for tool in tools], **kwargs)
+        kwargs.pop("parallel_tool_calls", None)  # it makes at most one call anyway
+        return self.bind(tools=[convert_to_openai_tool(tool) for tool in tools], tool_choice=tool_choice, **kwargs)
 
     def _plan(self, messages: list[BaseMessage], stop: list[str] | None) -> tuple[list[str], str, int]:
         prompt = _prompt_text(messages)
@@ -125,8 +182,8 @@ class DemoChatModel(BaseChatModel):
         return max(0.0, started + (index + 1) / self.tokens_per_second - now)
 
     def _chunks(self, messages: list[BaseMessage], stop: list[str] | None,
-                tools: list[dict] | None = None) -> Iterator[ChatGenerationChunk]:
-        call = _tool_call(messages, tools)
+                tools: list[dict] | None = None, tool_choice: Any = None) -> Iterator[ChatGenerationChunk]:
+        call = _tool_call(messages, tools, tool_choice)
         if call is not None:
             input_tokens = max(1, len(_prompt_text(messages).split()))
             yield ChatGenerationChunk(message=AIMessageChunk(
@@ -159,7 +216,7 @@ class DemoChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         started = time.monotonic()
-        for index, chunk in enumerate(self._chunks(messages, stop, kwargs.get("tools"))):
+        for index, chunk in enumerate(self._chunks(messages, stop, kwargs.get("tools"), kwargs.get("tool_choice"))):
             delay = self._delay_s(index, started, time.monotonic())
             if delay:
                 time.sleep(delay)
@@ -176,7 +233,7 @@ class DemoChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        for index, chunk in enumerate(self._chunks(messages, stop, kwargs.get("tools"))):
+        for index, chunk in enumerate(self._chunks(messages, stop, kwargs.get("tools"), kwargs.get("tool_choice"))):
             # Always yield to the loop, so a fast demo job cannot starve the others.
             await asyncio.sleep(self._delay_s(index, started, loop.time()))
             if run_manager:
