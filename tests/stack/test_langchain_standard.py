@@ -22,6 +22,11 @@ class TestRelayChatModelUnit(ChatModelUnitTests):
     def chat_model_params(self) -> dict:
         return {"base_url": "http://127.0.0.1:9", "model": "demo"}
 
+    @property
+    def init_from_env_params(self) -> tuple[dict, dict, dict]:
+        env = {"TOKENRELAY_URL": "http://relay.example:8000", "TOKENRELAY_API_KEY": "k-test"}
+        return env, {"model": "demo"}, {"base_url": "http://relay.example:8000", "api_key": "k-test"}
+
 
 class TestRelayChatModelIntegration(ChatModelIntegrationTests):
     @pytest.fixture(autouse=True)
@@ -35,3 +40,7 @@ class TestRelayChatModelIntegration(ChatModelIntegrationTests):
     @property
     def chat_model_params(self) -> dict:
         return {"base_url": self.gateway_url, "model": "demo", "params": {"tokens_per_second": 0}}
+
+    @property
+    def model_override_value(self) -> str:
+        return "openai:echo"  # a model of the test stack, served by the local OpenAI-wire server
