@@ -13,7 +13,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from .errors import ClientError
 from .sse import Event
 
-ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+ROLES = {"system": "system", "human": "user", "ai": "assistant", "AIMessageChunk": "assistant", "tool": "tool"}
 TOOL_CHOICES = ("auto", "none", "required")
 
 
