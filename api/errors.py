@@ -32,9 +32,14 @@ def error_response(status: int, error_type: str, message: str, param: str | None
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _union_member(part: object) -> bool:
+    """Pydantic names the member of a union it tried (`dict[str,any]`, `NamedToolChoice`); fields are snake_case."""
+    return isinstance(part, str) and ("[" in part or part[:1].isupper())
+
+
 def _describe(errors: list[dict]) -> tuple[str, str | None]:
     first = errors[0] if errors else {}
-    location = [str(part) for part in first.get("loc", ()) if part not in ("body",)]
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body",) and not _union_member(part)]
     param = ".".join(location) or None
     if first.get("type") == "json_invalid":
         return "request body is not valid JSON", None

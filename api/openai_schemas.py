@@ -41,13 +41,13 @@ class OpenAIToolCall(BaseModel):
     function: CalledFunction
 
     def to_job(self) -> dict[str, Any]:
+        # Arguments a model wrote that are not a JSON object go back as the text they were.
         try:
             args = json.loads(self.function.arguments or "{}")
         except ValueError:
-            args = None
-        if not isinstance(args, dict):
-            raise ValueError(f"tool call {self.id[:40]!r}: `arguments` must be a JSON object in a string")
-        return {"id": self.id, "name": self.function.name, "args": args}
+            args = self.function.arguments
+        return {"id": self.id, "name": self.function.name, "args": args if isinstance(args, dict) else
+                self.function.arguments}
 
 
 class OpenAIMessage(BaseModel):
@@ -63,8 +63,6 @@ class OpenAIMessage(BaseModel):
             raise ValueError("a tool message needs `tool_call_id`")
         if self.tool_calls and self.role != "assistant":
             raise ValueError("only assistant messages carry `tool_calls`")
-        for call in self.tool_calls or ():
-            call.to_job()
         return self
 
     def text(self) -> str:

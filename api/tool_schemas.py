@@ -24,8 +24,15 @@ class FunctionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=NAME_PATTERN, description="Letters, digits, `_` and `-`, at most 64.")
     description: str | None = None
-    parameters: dict[str, Any] | None = Field(default=None, description="A JSON schema of the arguments.")
+    parameters: dict[str, Any] | None = Field(default=None, description="A JSON schema of the arguments "
+                                              "(`\"type\": \"object\"`).")
     strict: bool | None = None
+
+    @model_validator(mode="after")
+    def _object_schema(self) -> "FunctionSpec":
+        if self.parameters is not None and self.parameters.get("type", "object") != "object":
+            raise ValueError("`parameters` must be a JSON schema of type `object`")
+        return self
 
 
 class ToolSpec(BaseModel):
@@ -83,7 +90,8 @@ class ToolCall(BaseModel):
     model_config = ConfigDict(extra="ignore")  # `index` and `type`, as the stream carries them, are welcome
     id: str = Field(min_length=1, max_length=200)
     name: str = Field(pattern=NAME_PATTERN)
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: dict[str, Any] | str = Field(default_factory=dict, description="A JSON object, or the raw text a "
+                                       "model wrote when that was not one (relayed as it is).")
 
 
 class ToolFields(BaseModel):

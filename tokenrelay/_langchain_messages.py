@@ -28,9 +28,9 @@ def to_job_messages(messages: list[BaseMessage]) -> list[dict[str, Any]]:
         if role is None:
             raise ValueError(f"RelayChatModel sends system, user, assistant and tool messages, not {message.type!r}")
         doc: dict[str, Any] = {"role": role, "content": _text(message)}
-        if isinstance(message, AIMessage) and message.tool_calls:
+        if isinstance(message, AIMessage) and (message.tool_calls or message.invalid_tool_calls):
             doc["tool_calls"] = [{"id": call["id"], "name": call["name"], "args": call["args"]}
-                                 for call in message.tool_calls]
+                                 for call in [*message.tool_calls, *message.invalid_tool_calls]]
         elif isinstance(message, ToolMessage):
             doc["tool_call_id"] = message.tool_call_id
             if message.name:

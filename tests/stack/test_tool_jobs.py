@@ -107,8 +107,10 @@ def _tool(name: str, size: int = 0) -> dict:
     ({"response_format": {"type": "json_schema"}}, "json_schema", "response_format"),
     ({"messages": [{"role": "tool", "content": "18"}]}, "tool_call_id", "messages.0"),
     ({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "only assistant", "messages.0"),
-    ({"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "name": "f", "args": "1+1"}]}]},
+    ({"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "name": "f", "args": 7}]}]},
      "args", "messages.0.tool_calls.0.args"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
+     "type `object`", "tools.0.function"),
 ])
 def test_bad_tool_input_is_a_clear_400(gateway_url, extra, mentions, param):
     body = {"model": "demo", "prompt": "hi", **extra}
@@ -120,3 +122,13 @@ def test_bad_tool_input_is_a_clear_400(gateway_url, extra, mentions, param):
 def test_a_graph_job_takes_no_tools(gateway_url):
     response = post(gateway_url, json={"graph": "calculator_agent", "input": {}, "tools": [CALCULATOR]})
     assert_error(response, 400, mentions="a graph job's tools are its graph's")
+
+
+def test_arguments_that_are_not_json_go_back_as_the_model_wrote_them(client: Client, openai_server):
+    history = [{"role": "user", "content": "what is the square root of 71?"},
+               {"role": "assistant", "tool_calls": [{"id": "c9", "name": "calculator", "args": "sqrt(71"}]},
+               {"role": "tool", "tool_call_id": "c9", "content": "error: not JSON"}]
+    events, _ = _run(client, model="openai:echo", messages=history, tools=[CALCULATOR])
+    assert text_of(events) == "The result is error: not JSON."
+    sent = openai_server.requests[-1]["messages"][1]["tool_calls"][0]
+    assert sent["id"] == "c9" and sent["function"]["arguments"] == "sqrt(71"

@@ -25,9 +25,14 @@ def to_langchain_messages(messages: list[dict[str, Any]]) -> list[BaseMessage]:
         elif role == "user":
             out.append(HumanMessage(content=content))
         elif role == "assistant":
-            calls = [{"id": call["id"], "name": call["name"], "args": call["args"], "type": "tool_call"}
-                     for call in message.get("tool_calls") or ()]
-            out.append(AIMessage(content=content, tool_calls=calls))
+            calls, invalid = [], []
+            for call in message.get("tool_calls") or ():
+                if isinstance(call["args"], dict):
+                    calls.append({"id": call["id"], "name": call["name"], "args": call["args"], "type": "tool_call"})
+                else:  # arguments that were not a JSON object when the model wrote them
+                    invalid.append({"id": call["id"], "name": call["name"], "args": call["args"], "error": None,
+                                    "type": "invalid_tool_call"})
+            out.append(AIMessage(content=content, tool_calls=calls, invalid_tool_calls=invalid))
         elif role == "tool":
             out.append(ToolMessage(content=content, tool_call_id=message["tool_call_id"],
                                    name=message.get("name")))
