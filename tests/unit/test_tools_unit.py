@@ -121,3 +121,17 @@ def test_replay_swallows_a_repeated_call_after_a_reset_and_refuses_a_different_o
     replay.feed(Event("3-0", "reset", {"attempt": 3, "reason": "worker_lost"}))
     with pytest.raises(ClientError):
         replay.feed(Event("3-1", "tool_call", {**call, "args": {"x": 2}}))
+
+
+def test_chat_completion_stream_sends_each_call_once_across_attempts():
+    from api.openai_compat import _Answer, openai_tool_call
+
+    call = {"index": 0, "id": "c", "name": "f", "args": {"x": 1}}
+    answer = _Answer()
+    assert answer.add_call(call) is True
+    answer.reset()
+    assert answer.add_call(call) is False  # the new attempt repeats it: not sent again
+    assert answer.add_call({**call, "index": 1, "id": "d"}) is True
+    answer.reset()
+    assert answer.add_call({**call, "args": {"x": 2}}) is None  # a contradiction ends the stream
+    assert openai_tool_call({**call, "args": "not json"})["function"] == {"name": "f", "arguments": "not json"}
