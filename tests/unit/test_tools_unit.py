@@ -114,13 +114,13 @@ def test_relay_messages_and_tool_choice():
 def test_replay_swallows_a_repeated_call_after_a_reset_and_refuses_a_different_one():
     call = {"index": 0, "id": "c", "name": "f", "args": {"x": 1}}
     replay = Replay("j", "demo")
-    first = replay.feed(Event("1-1", "tool_call", call))
+    first = replay.feed(Event(id="1-1", event="tool_call", data=call))
     assert first.message.tool_call_chunks[0]["args"] == '{"x": 1}'
-    replay.feed(Event("2-0", "reset", {"attempt": 2, "reason": "worker_lost"}))
-    assert replay.feed(Event("2-1", "tool_call", call)) is None
-    replay.feed(Event("3-0", "reset", {"attempt": 3, "reason": "worker_lost"}))
+    replay.feed(Event(id="2-0", event="reset", data={"attempt": 2, "reason": "worker_lost"}))
+    assert replay.feed(Event(id="2-1", event="tool_call", data=call)) is None
+    replay.feed(Event(id="3-0", event="reset", data={"attempt": 3, "reason": "worker_lost"}))
     with pytest.raises(ClientError):
-        replay.feed(Event("3-1", "tool_call", {**call, "args": {"x": 2}}))
+        replay.feed(Event(id="3-1", event="tool_call", data={**call, "args": {"x": 2}}))
 
 
 def test_chat_completion_stream_sends_each_call_once_across_attempts():
