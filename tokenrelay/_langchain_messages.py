@@ -11,7 +11,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from .errors import ClientError
-from .sse import Event
+from .events import Event
 
 ROLES = {"system": "system", "human": "user", "ai": "assistant", "AIMessageChunk": "assistant", "tool": "tool"}
 TOOL_CHOICES = ("auto", "none", "required")

@@ -25,7 +25,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from tokenrelay.core.keys import Keys
-from tokenrelay.core.protocol import TERMINAL_STATUSES
+from tokenrelay.core.status import TERMINAL_STATUSES
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
 from tokenrelay.engine import graphs
@@ -38,17 +38,6 @@ log = logging.getLogger("tokenrelay.worker")
 
 POOL_WAIT_S = 20.0
 CLOSE_WAIT_S = 3.0
-
-# KEYS: running, workers. ARGV: lease_ms, worker id, job ids... Renews this process's leases.
-HEARTBEAT_SCRIPT = """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[2], now_ms, ARGV[2])
-for i = 3, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', now_ms + tonumber(ARGV[1]), ARGV[i])
-end
-return now_ms
-"""
 
 
 class WorkerRuntime:
@@ -131,7 +120,6 @@ class WorkerRuntime:
             event_timestamps=settings.event_timestamps,
         )
         self._services = JobServices(settings, redis, self.keys, JobScripts(redis, self.keys), publisher)
-        self._heartbeat_script = redis.register_script(HEARTBEAT_SCRIPT)
         publisher.start()
         self._background = [
             asyncio.create_task(self._forever(self._heartbeat, settings.lease_ttl_s / 3), name="heartbeat"),
@@ -167,10 +155,7 @@ class WorkerRuntime:
     async def _heartbeat(self) -> None:
         services = self._services
         job_ids = list(services.running)
-        await self._heartbeat_script(
-            keys=[self.keys.running, self.keys.workers],
-            args=[services.lease_ms, self.worker_id, *job_ids],
-        )
+        await services.scripts.heartbeat(services.lease_ms, self.worker_id, job_ids)
         if job_ids:  # the safety net for a cancel message missed while pub/sub reconnected
             async with services.redis.pipeline(transaction=False) as pipe:
                 for job_id in job_ids:

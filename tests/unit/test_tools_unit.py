@@ -87,10 +87,10 @@ def _tools(*functions) -> list[dict]:
 def test_demo_calls_a_tool_when_asked(prompt, choice, expected):
     events, outcome = _run({"tools": _tools(calculator, get_weather), "tool_choice": choice},
                            [{"role": "user", "content": prompt}])
-    calls = [(e.data["name"], e.data["args"]) for e in events if e.type == "tool_call"]
+    calls = [(e.data["name"], e.data["args"]) for e in events if e.event == "tool_call"]
     assert calls == ([expected] if expected else [])
     assert outcome.finish_reason == ("tool_calls" if expected else "length")
-    assert outcome.tool_calls == [e.data for e in events if e.type == "tool_call"]
+    assert outcome.tool_calls == [e.data for e in events if e.event == "tool_call"]
 
 
 def test_demo_states_the_tool_result():
