@@ -41,13 +41,13 @@ class OpenAIToolCall(BaseModel):
     function: CalledFunction
 
     def to_job(self) -> dict[str, Any]:
-        # Arguments a model wrote that are not a JSON object go back as the text they were.
         try:
             args = json.loads(self.function.arguments or "{}")
         except ValueError:
-            args = self.function.arguments
-        return {"id": self.id, "name": self.function.name, "args": args if isinstance(args, dict) else
-                self.function.arguments}
+            args = None
+        # Arguments a model wrote that are not a JSON object go back as the text they were.
+        args = args if isinstance(args, dict) else self.function.arguments
+        return {"id": self.id, "name": self.function.name, "args": args}
 
 
 class OpenAIMessage(BaseModel):
