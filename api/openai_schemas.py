@@ -77,7 +77,7 @@ class OpenAIMessage(BaseModel):
             doc["tool_calls"] = [call.to_job() for call in self.tool_calls]
         elif self.role == "tool":
             doc["tool_call_id"] = self.tool_call_id
-        elif not doc["content"]:
+        elif not doc["content"].strip():
             return None
         return doc
 
@@ -111,9 +111,14 @@ class ChatCompletionRequest(ToolFields):
             raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
         if self.functions is not None or self.function_call is not None:
             raise ValueError("`functions` and `function_call` are not supported; use `tools` and `tool_choice`")
-        if not any(message.text() or message.tool_calls for message in self.messages):
+        if not any(message.text().strip() or message.tool_calls for message in self.messages):
             raise ValueError("`messages` must hold some text")
         return self
+
+    @property
+    def max_tokens_field(self) -> str:
+        """The field the token count came from, as this API names it (for errors)."""
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
 
     @property
     def include_usage(self) -> bool:

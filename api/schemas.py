@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -18,15 +20,31 @@ from .tool_schemas import ToolCall, ToolFields
 MAX_STOP_SEQUENCES = 4
 
 
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty or only whitespace")
+    return text
+
+
+# Text a model is asked about: whitespace alone asks nothing. The length constraint stays inside the
+# type: it is what makes pydantic refuse a lone surrogate ("\ud800"), which no encoder can write.
+PromptText = Annotated[str, StringConstraints(min_length=1), AfterValidator(_not_blank)]
+
+
+# Message text that may be empty (a tool's answer; an assistant turn that only calls tools). The length
+# constraint makes pydantic refuse a lone surrogate, as for PromptText.
+MessageText = Annotated[str, StringConstraints(min_length=0)]
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant", "tool"]
     tool_calls: list[ToolCall] | None = Field(default=None, description="An assistant message's tool calls.")
-    content: str = Field(default="", validate_default=True, description="Required, except in an assistant message with `tool_calls` "
-                         "and in a tool message.")
+    content: MessageText = Field(default="", validate_default=True, description="Required, except in an "
+                                 "assistant message with `tool_calls` and in a tool message.")
     tool_call_id: str | None = Field(default=None, min_length=1, max_length=200,
                                      description="A tool message: the call it answers.")
-    name: str | None = Field(default=None, max_length=64, description="A tool message: the tool's name.")
+    name: str | None = Field(default=None, min_length=1, max_length=64, description="A tool message: the tool's name.")
 
     @model_validator(mode="after")
     def _check_role(self) -> "ChatMessage":
@@ -42,9 +60,9 @@ class ChatMessage(BaseModel):
     @classmethod
     def _content_needed(cls, content: str, info: ValidationInfo) -> str:
         role, calls = info.data.get("role"), info.data.get("tool_calls")
-        if not content and role in ("system", "user", "assistant") and not (role == "assistant" and calls):
-            raise ValueError("String should have at least 1 character")
-        return content
+        if role == "tool" or (role == "assistant" and calls):
+            return content
+        return _not_blank(content)
 
 
 class GenerationParams(BaseModel):
@@ -72,7 +90,7 @@ class JobRequest(ToolFields):
     model: str | None = Field(default=None, min_length=1, max_length=200, examples=["demo"],
                               description="Required for a model job; for a graph job, its chat model (default demo).")
     messages: list[ChatMessage] | None = Field(default=None, description="The conversation; or give `prompt`.")
-    prompt: str | None = Field(default=None, min_length=1, description="Shorthand for one user message.")
+    prompt: PromptText | None = Field(default=None, description="Shorthand for one user message.")
     graph: str | None = Field(default=None, min_length=1, max_length=200, examples=["joke_poem"],
                               description="Run a registered LangGraph graph instead of one model call.")
     input: dict[str, Any] | None = Field(default=None, description="A graph job's input state.")

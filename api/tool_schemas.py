@@ -20,6 +20,14 @@ NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 TOOL_CHOICES = ("auto", "none", "required")
 
 
+def _encodable(value: Any, what: str) -> None:
+    # JSON text may hold a lone surrogate ("\ud800"), which no encoder can write: refuse it here.
+    try:
+        protocol.dumps(value).encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be valid Unicode text (it holds a lone surrogate)") from None
+
+
 class FunctionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=NAME_PATTERN, description="Letters, digits, `_` and `-`, at most 64.")
@@ -32,6 +40,7 @@ class FunctionSpec(BaseModel):
     def _object_schema(self) -> "FunctionSpec":
         if self.parameters is not None and self.parameters.get("type", "object") != "object":
             raise ValueError("`parameters` must be a JSON schema of type `object`")
+        _encodable([self.description, self.parameters], "a tool's description and parameters")
         return self
 
 
@@ -71,6 +80,11 @@ class JsonSchemaFormat(BaseModel):
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
+    @model_validator(mode="after")
+    def _text(self) -> "JsonSchemaFormat":
+        _encodable([self.description, self.schema_], "`json_schema`")
+        return self
+
 
 class ResponseFormat(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -92,6 +106,11 @@ class ToolCall(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     args: dict[str, Any] | str = Field(default_factory=dict, description="A JSON object, or the raw text a "
                                        "model wrote when that was not one (relayed as it is).")
+
+    @model_validator(mode="after")
+    def _text(self) -> "ToolCall":
+        _encodable(self.args, "`args`")
+        return self
 
 
 class ToolFields(BaseModel):
