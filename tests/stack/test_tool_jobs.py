@@ -132,3 +132,14 @@ def test_arguments_that_are_not_json_go_back_as_the_model_wrote_them(client: Cli
     assert text_of(events) == "The result is error: not JSON."
     sent = openai_server.requests[-1]["messages"][1]["tool_calls"][0]
     assert sent["id"] == "c9" and sent["function"]["arguments"] == "sqrt(71"
+
+
+@pytest.mark.parametrize("fragment, param", [
+    ('"tools": [{"type": "function", "function": {"name": "f", "description": "\\ud800"}}]', "tools.0.function"),
+    ('"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "name": "f", "args": {"a": "\\ud800"}}]}]',
+     "messages.0.tool_calls.0"),
+])
+def test_a_lone_surrogate_in_tool_json_is_a_400(gateway_url, fragment, param):
+    body = '{"model": "demo", ' + fragment + (', "prompt": "x"}' if "tools" in fragment else "}")
+    response = post(gateway_url, content=body.encode(), headers={"content-type": "application/json"})
+    assert_error(response, 400, mentions="lone surrogate", param=param)
