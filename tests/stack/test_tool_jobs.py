@@ -143,3 +143,12 @@ def test_a_lone_surrogate_in_tool_json_is_a_400(gateway_url, fragment, param):
     body = '{"model": "demo", ' + fragment + (', "prompt": "x"}' if "tools" in fragment else "}")
     response = post(gateway_url, content=body.encode(), headers={"content-type": "application/json"})
     assert_error(response, 400, mentions="lone surrogate", param=param)
+
+
+def test_a_call_cut_off_mid_arguments_is_retried_unseen(client: Client, openai_server):
+    # The provider drops the connection after the first piece of the arguments: no reader sees half a
+    # call; the retry's whole call is the only tool_call event, with no reset (nothing had gone out).
+    events, record = _run(client, model="openai:flaky-1", prompt="what is the square root of 7?", tools=[CALCULATOR])
+    assert [e.event for e in events] == ["metadata", "tool_call", "end"]
+    assert events[1].data["args"] == {"expression": "sqrt(7)"} and record["status"] == "succeeded"
+    assert len([r for r in openai_server.requests if r["model"] == "flaky-1"]) == 2

@@ -3,7 +3,7 @@
 Behaviour by model name:
 - anything: streams "Echo: <last user message>" word by word, `chunk_delay_s` apart;
 - `error-400` / `error-401`: answers that status with OpenAI's error body;
-- `drop-after-<N>`: sends N content chunks, then cuts the connection;
+- `drop-after-<N>`: sends N content chunks (or tool-call argument pieces), then cuts the connection;
 - `flaky-<N>`: like `drop-after-<N>` on the first request for a prompt, complete on the next ones;
 - `unavailable-once`: `503` on the first request for a prompt, a normal stream on the next ones;
 - with `tools` in the request and "square root of N" in the last user message: streams a call to
@@ -141,7 +141,9 @@ class FakeOpenAIServer:
             yield _chunk(model, {"role": "assistant", "content": None, "tool_calls": [
                 {"index": 0, "id": "call_fake_1", "type": "function", "function": {"name": name, "arguments": ""}}]})
             third = len(arguments) // 3 + 1
-            for start in range(0, len(arguments), third):
+            for piece, start in enumerate(range(0, len(arguments), third)):
+                if drop_after is not None and piece == drop_after:
+                    raise ConnectionResetError("test server drops the connection")
                 await asyncio.sleep(self.chunk_delay_s)
                 yield _chunk(model, {"tool_calls": [{"index": 0, "function": {"arguments": arguments[start:start + third]}}]})
             yield _chunk(model, {}, finish_reason="tool_calls")
