@@ -34,11 +34,14 @@ class Sizes:
     ttft_jobs: int = 200
     idle_streams: int = 10_000
     idle_jobs: int = 100
+    burst_submits: int = 2000
+    starvation_jobs: int = 1600
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(throughput_jobs=32, throughput_tokens=1000, latency_jobs=200, latency_tokens=30,
-                   fanout_readers=200, fanout_tokens=50, ttft_jobs=50, idle_streams=1000, idle_jobs=20)
+                   fanout_readers=200, fanout_tokens=50, ttft_jobs=50, idle_streams=1000, idle_jobs=20,
+                   burst_submits=500, starvation_jobs=300)
 
 
 def percentile(values: list[float], q: float) -> float:
