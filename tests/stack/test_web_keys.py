@@ -9,13 +9,14 @@ import signal
 import time
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from api.auth import hash_key
 from tokenrelay.engine.demo import demo_tokens
 
+from ..support.browser import answer_text, tokens_shown, wait_state
 from ..support.processes import Stack, start_gateway, wait_until
-from .test_web import CHROMIUM, CHROMIUM_ARGS, MODEL_COUNT, answer_text, tokens_shown, wait_state
+from ..support.settings import MODEL_COUNT
 
 KEY = "tr_web-page-test-key"
 PROMPT = "Do keys get in the way?"
@@ -27,14 +28,6 @@ def stack(redis_server, stack_settings):
                 "api_keys": f"web:{hash_key(KEY)}"}
     with Stack(redis_server.url, settings, workers=1) as stack:
         yield stack
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
