@@ -176,10 +176,14 @@ async def _blocking(request: Request, record: JobRecord, doc: dict[str, Any], he
     return _json(_view(record, doc), record.id, headers=headers)
 
 
-def _validation_message(exc: ValidationError) -> str:
+def _refusal(exc: ValidationError) -> tuple[str, str]:
+    """The job format's refusal of a tool or a call, in the Responses API's names: `tools[<i>]` or `input`."""
     error = exc.errors()[0]
-    where = ".".join(str(part) for part in error.get("loc", ()))
-    return f"{where}: {error.get('msg', 'invalid')}".removeprefix(": ")
+    loc = [str(part) for part in error.get("loc", ())]
+    param = f"tools[{loc[1]}]" if loc[:1] == ["tools"] and len(loc) > 1 else "input"
+    where = "".join(f"[{part}]" if part.isdigit() else f".{part}" for part in loc).lstrip(".")
+    where = where.replace("].function.", "].", 1)  # the job nests a tool under `function`; Responses does not
+    return f"{where}: {error.get('msg', 'invalid')}".removeprefix(": "), param
 
 
 SSE_DOC = {"content": {"text/event-stream": {}}, "description": "The response object, or with `stream: true` "
@@ -219,8 +223,8 @@ async def create_response(
         job = JobRequest(model=body.model, messages=messages, params=params, **tool_fields,
                          metadata={**(body.metadata or {}), "api": "responses"})
     except ValidationError as exc:  # a tool or a call the job format refuses (a bad name, say)
-        raise InvalidRequest(_validation_message(exc), param="tools" if "tools" in str(exc.errors()[0].get(
-            "loc", ())) else "input") from None
+        message, param = _refusal(exc)
+        raise InvalidRequest(message, param=param) from None
     try:
         record, repeated = await start_job(job, request, "max_output_tokens", idempotency_key, extra={"responses": doc})
     except InvalidRequest as exc:  # name the Responses field, not the job's

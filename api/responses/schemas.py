@@ -4,11 +4,11 @@ Deliberate choices (read before changing):
 - Fields that would change what the client gets back and that tokenrelay cannot honour (built-in
   tools, reasoning, structured output, several outputs, image/audio/file input...) are refused by name,
   never silently ignored; `function` tools go to the job (api/responses/tools.py). Fields that change
-  nothing a client can see here (`user`,
-  `prompt_cache_key`, `service_tier`, `top_p`...) are accepted and ignored, as on chat completions.
+  nothing a client can see here (`user`, `prompt_cache_key`, `service_tier`, `top_p`...) are accepted and
+  ignored, as on chat completions.
 - Input items are normalised to message items of text, `function_call` and `function_call_output`
-  items; they become the job's messages (assistant `tool_calls`, `tool` messages); the request's own items are
-  kept with the job (for `input_items` and for `previous_response_id` chains).
+  items; they become the job's messages (assistant `tool_calls`, `tool` messages); the request's own
+  items are kept with the job (for `input_items` and for `previous_response_id` chains).
 """
 
 from __future__ import annotations

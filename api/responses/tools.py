@@ -1,6 +1,6 @@
 """Function tools on the Responses API: its flat `tools` and `tool_choice` made into a job's (chat completions')
-shape, its `function_call` / `function_call_output` input items made into a job's assistant `tool_calls` and
-`tool` messages, and a job's tool calls made into `function_call` output items.
+shape, its `function_call` / `function_call_output` input items checked (schemas.item_messages makes them the
+job's assistant `tool_calls` and `tool` messages), and a job's tool calls made into `function_call` items.
 
 Built-in OpenAI tools (web search, file search...) do not run here: a `400` names them. Arguments are model
 output: relayed as JSON text, never executed.

@@ -120,7 +120,8 @@ def test_openai_model_calls_its_tool_natively(sdk, openai_server):
 @pytest.mark.parametrize(("extra", "param", "mentions"), [
     ({"tools": [{"type": "web_search"}]}, "tools[0]", "web_search"),
     ({"tools": [CALCULATOR, {"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools[1]", "file_search"),
-    ({"tools": [{**CALCULATOR, "name": "bad name!"}]}, "tools", "name"),
+    ({"tools": [{**CALCULATOR, "name": "bad name!"}]}, "tools[0]", "name"),
+    ({"tools": [CALCULATOR, {**CALCULATOR, "name": None}]}, "tools[1]", "name"),
     ({"tools": [CALCULATOR], "tool_choice": {"type": "function", "name": "other"}}, "tool_choice", "other"),
     ({"tool_choice": "required"}, "tool_choice", "needs `tools`"),
     ({"tools": [CALCULATOR], "tool_choice": "sometimes"}, "tool_choice", "tool_choice"),
