@@ -34,4 +34,4 @@ WORKDIR /home/tokenrelay
 EXPOSE 8000
 
 # Gateway by default; the worker overrides the command (see docker-compose.yml).
-CMD ["uvicorn", "--factory", "api.app:app_from_env", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "api.processes", "--host", "0.0.0.0", "--port", "8000"]

@@ -203,19 +203,13 @@ def _cmd_key(args: argparse.Namespace) -> int:
 
 
 def _cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from api.app import create_app
-
-    from ..core.settings import load_settings
+    from api.processes import default_workers, serve
 
     if _exposure_refused(args.host):
         return 1
     # Open streams would hold a graceful shutdown forever: cut them after a few seconds, and let
     # clients resume on another gateway with Last-Event-ID.
-    uvicorn.run(create_app(load_settings()), host=args.host, port=args.port,
-                timeout_graceful_shutdown=GATEWAY_SHUTDOWN_GRACE_S)
-    return 0
+    return serve(args.workers or default_workers(), args.host, args.port, graceful_s=GATEWAY_SHUTDOWN_GRACE_S)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -238,7 +232,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
     if _exposure_refused(args.host):
         return 1
-    return run_dev(host=args.host, port=args.port, workers=args.workers,
+    return run_dev(host=args.host, port=args.port, workers=args.workers, api_workers=args.api_workers or len(os.sched_getaffinity(0)),
                    redis_url=args.redis_url or os.environ.get("TOKENRELAY_REDIS_URL") or None, demo=not args.no_demo)
 
 
@@ -262,13 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    dev.add_argument("--api-workers", type=_positive_int, default=None,
+                     help="gateway processes on the port (default: the number of cores)")
     dev.add_argument("--redis-url", help="use this Redis instead of an embedded server")
     dev.add_argument("--no-demo", action="store_true", help="do not submit the demo job")
     dev.set_defaults(handler=_cmd_dev)
 
-    api = commands.add_parser("api", help="run the HTTP gateway in this process")
+    api = commands.add_parser("api", help="run the HTTP gateway (N processes on one port)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=_positive_int, default=None,
+                     help="gateway processes on the port, each with its own relay (default: the number of cores)")
     api.set_defaults(handler=_cmd_api)
 
     worker = commands.add_parser("worker", help="run a Celery worker in this process")
