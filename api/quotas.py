@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections import Counter
 
 from redis.asyncio import Redis
@@ -138,43 +137,5 @@ class ReaderSlots:
         if self.open[job_id] <= 0:
             del self.open[job_id]
 
-    def hold(self, job_id: str, frames):
-        """Take a slot for the life of `frames`, an async generator; released when it finishes or is
-        dropped, even if the response never started it (a client gone before the first byte)."""
-        self.take(job_id)
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.release(job_id)
-
-        async def held():
-            try:
-                async for chunk in frames:
-                    yield chunk
-            finally:
-                release()
-                await frames.aclose()
-
-        wrapped = held()
-        weakref.finalize(wrapped, release)
-        return wrapped
-
 
 STREAM_LIMIT_FRAME = b": stream time limit reached (max_stream_s); reconnect with Last-Event-ID\n\n"
-
-
-async def limit_duration(frames, max_s: float):
-    """End a stream after max_s (checked at each chunk; keepalives bound the wait), without `end`:
-    the client resumes from its last id, on whichever gateway it reaches."""
-    deadline = time.monotonic() + max_s
-    try:
-        async for chunk in frames:
-            yield chunk
-            if time.monotonic() >= deadline:
-                yield STREAM_LIMIT_FRAME
-                return
-    finally:
-        await frames.aclose()

@@ -14,6 +14,8 @@ Deliberate choices (read before changing):
   no event is dropped silently.
 - A per-process wake stream is part of every XREAD, so a hub that starts following a job wakes the
   blocked reader at once, with no race between the wake-up and the read.
+- Keepalives come from one timer per process (`_keepalive_forever`), which wakes the readers that
+  were quiet for a whole period: an idle stream holds no timer object of its own.
 - After Redis was unreachable, the loop checks that each followed job still has its record. A
   Redis restarted without persistence has none: the job can never write its `end`, so its readers
   get a final `error` (job_lost) and `end` from the gateway instead of waiting forever.
@@ -58,25 +60,56 @@ def _job_id(events_key: bytes) -> str:
 
 
 class Reader:
-    """One client's bounded queue of SSE frames."""
+    """One client's bounded queue of SSE frames.
 
-    __slots__ = ("frames", "limit", "overflowed", "wake", "filter")
+    An idle reader holds no queue and no event: the deque is made at the first frame and the one
+    future it waits on exists only while it waits (each deque or `asyncio.Event` costs ~600 bytes)."""
+
+    __slots__ = ("frames", "limit", "overflowed", "filter", "quiet", "ping", "_woken", "_waiter")
 
     def __init__(self, limit: int, stream_filter: StreamFilter | None = None) -> None:
-        self.frames: deque[tuple[EventId, bytes, bool]] = deque()
+        self.frames: deque[tuple[EventId, bytes, bool]] | None = None
         self.limit = limit
         self.filter = stream_filter
         self.overflowed = False
-        self.wake = asyncio.Event()
+        self.quiet = False  # nothing pushed since the last keepalive tick
+        self.ping = False  # a keepalive is due
+        self._woken = False
+        self._waiter: asyncio.Future | None = None
 
     def push(self, event_id: EventId, frame: bytes, is_end: bool) -> None:
+        self.quiet = False
         if self.overflowed:
             return
+        if self.frames is None:
+            self.frames = deque()
         if len(self.frames) >= self.limit:
             self.overflowed = True
         else:
             self.frames.append((event_id, frame, is_end))
-        self.wake.set()
+        self.wake()
+
+    def tick(self) -> None:
+        """The process's keepalive timer: a reader quiet for a whole period gets a keepalive."""
+        if self.quiet:
+            self.ping = True
+            self.wake()
+        self.quiet = True
+
+    def wake(self) -> None:
+        self._woken = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until woken (at once if woken since the last wait)."""
+        if not self._woken:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._woken = False
 
 
 class Hub:
@@ -129,6 +162,7 @@ class Relay:
         self._reading: set[bytes] = set()  # the keys of the XREAD in flight
         self._wake_sent = False
         self._task: asyncio.Task | None = None
+        self._keepalive_task: asyncio.Task | None = None
         self.reads = 0
 
     @property
@@ -137,8 +171,12 @@ class Relay:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._read_forever(), name="tokenrelay-relay")
+        self._keepalive_task = asyncio.create_task(self._keepalive_forever(), name="tokenrelay-keepalive")
 
     async def stop(self) -> None:
+        if self._keepalive_task:
+            self._keepalive_task.cancel()
+            await asyncio.gather(self._keepalive_task, return_exceptions=True)
         if self._task:
             # Close the reader's socket first: cancelling an XREAD blocked inside redis-py 8 can hang.
             await self.reader_redis.connection_pool.disconnect()
@@ -177,6 +215,16 @@ class Relay:
                 hub = self.hubs.get(key)
                 if hub is not None and hub.live and not hub.done:
                     hub.deliver(entries)
+
+    async def _keepalive_forever(self) -> None:
+        """One timer for every stream of the process: each `keepalive_s`, a reader that got nothing
+        during the whole last period is woken to send a keepalive (so one goes out after
+        keepalive_s to 2 x keepalive_s of silence). An idle stream holds no timer of its own."""
+        while True:
+            await asyncio.sleep(self.keepalive_s)
+            for hub in list(self.hubs.values()):
+                for reader in hub.readers:
+                    reader.tick()
 
     async def _end_lost_jobs(self) -> bool:
         """End the hubs of jobs whose record is gone; False if Redis cannot tell yet."""
@@ -283,13 +331,12 @@ class Relay:
 
     async def _live(self, reader: Reader, last: EventId | None) -> AsyncIterator[bytes]:
         while True:
-            try:
-                async with asyncio.timeout(self.keepalive_s):  # unlike wait_for, no task per wait
-                    await reader.wake.wait()
-            except TimeoutError:
+            await reader.wait()
+            if reader.ping and not reader.frames:
+                reader.ping = False
                 yield protocol.KEEPALIVE_FRAME
                 continue
-            reader.wake.clear()
+            reader.ping = False
             frames, ended = [], False
             while reader.frames:
                 event_id, frame, is_end = reader.frames.popleft()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
 from tokenrelay.core import protocol
@@ -25,9 +26,10 @@ from tokenrelay.errors import (
 from .admission import admit, forget_later
 from .auth import principal_of
 from .errors import ERROR_RESPONSES
+from .event_stream import EventStreamResponse
 from .filters import StreamFilter
 from .graph_jobs import graph_request
-from .quotas import limit_duration
+from .quotas import STREAM_LIMIT_FRAME
 from .schemas import CancelResult, Health, JobCreated, JobRequest, JobView, Readiness
 
 log = logging.getLogger("tokenrelay.gateway")
@@ -119,20 +121,13 @@ SSE_RESPONSE = {"content": {"text/event-stream": {}}, "description": "Server-Sen
 
 
 def _sse_response(request: Request, job_id: str, after: EventId | None, headers: dict[str, str] | None = None,
-                  *, fresh: bool = False, stream_filter: StreamFilter | None = None):
+                  *, fresh: bool = False, stream_filter: StreamFilter | None = None) -> EventStreamResponse:
     state = request.app.state
-
-    async def frames():
-        yield SSE_RETRY_FRAME
-        try:
-            async for chunk in state.relay.follow(job_id, after, stream_filter, fresh=fresh):
-                yield chunk
-        except RedisError as exc:
-            # End the response cleanly, without `end`: the client resumes from its last event id.
-            log.warning("stream of job %s cut short: %s", job_id, type(exc).__name__)
-
-    body = state.reader_slots.hold(job_id, limit_duration(frames(), state.settings.max_stream_s))
-    return StreamingResponse(body, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
+    state.reader_slots.take(job_id)
+    return EventStreamResponse(
+        state.relay.follow(job_id, after, stream_filter, fresh=fresh), headers={**SSE_HEADERS, **(headers or {})},
+        prelude=SSE_RETRY_FRAME, max_s=state.settings.max_stream_s, limit_frame=STREAM_LIMIT_FRAME,
+        on_close=partial(state.reader_slots.release, job_id), quiet_errors=(RedisError,))
 
 
 async def start_job(body: JobRequest, request: Request) -> JobRecord:
@@ -202,7 +197,7 @@ async def stream_job(
     token: Annotated[str | None, Query(max_length=1024, description="A stream token from POST "
                                        "/v1/jobs/{job_id}/stream-token, for clients that cannot send headers. "
                                        "Never an API key.")] = None,
-) -> StreamingResponse:
+) -> EventStreamResponse:
     state = request.app.state
     reader_filter = StreamFilter.from_query(tags=tags, node=node, events=events, final_only=final_only)
     await _check_readable(request, job_id)
