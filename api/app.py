@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from tokenrelay import __version__
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
@@ -18,6 +19,7 @@ from tokenrelay.core.tasks import TaskSender, create_celery_app
 
 from . import jobs_list, metrics, openai_compat, webpage
 from .auth import Authenticate, KeyRing, StreamTokens, token_secret
+from .docs import install_docs
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
 from .metrics import GatewayMetrics, MeteredRelay
@@ -107,9 +109,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(
         title="tokenrelay",
-        version="0.1.0",
+        version=__version__,
         summary="Run LLM jobs on Celery workers; stream their tokens to many clients over SSE.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, without a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.state.metrics = GatewayMetrics()
@@ -120,6 +124,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(openai_compat.router)
     app.include_router(metrics.router)
     app.include_router(webpage.router)
+    install_docs(app)
     app.mount("/web", webpage.static_files(), name="web")
     # The last added runs first: authenticate, then count the request, then read the body.
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)

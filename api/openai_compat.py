@@ -175,7 +175,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         message = f"The model `{body.model}` does not exist. Available: {', '.join(settings.models)}"
         return JSONResponse(_error_body(message, "invalid_request_error", "model_not_found", "model"), status_code=404)
     created = int(time.time())
-    record = await start_job(body.to_job(), request)
+    record = await start_job(body.to_job(), request, body.max_tokens_field)
     completion_id = f"chatcmpl-{record.id}"
     if not body.stream:
         return await _complete(request, record.id, {"id": completion_id, "created": created, "model": body.model})

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from .banner import banner, model_warning
 from .embedded import EmbeddedServer
 
 READY_TIMEOUT_S = 60.0
@@ -225,7 +226,7 @@ class Demo:
         return self
 
     def _run(self) -> None:
-        from .commands import print_events
+        from .output import print_events
 
         try:
             job = self.client.submit(DEMO_PROMPT, model="demo", params=DEMO_PARAMS)
@@ -258,33 +259,6 @@ def _note(text: str, stream=None) -> None:
         pass
 
 
-def banner(stack: DevStack) -> str:
-    if stack.server:
-        redis_line = f"{stack.redis_url}  (embedded; data in {stack.server.directory}, removed on exit)"
-    else:
-        redis_line = stack.redis_url
-    return "\n".join([
-        "",
-        "tokenrelay dev is up",
-        f"  gateway  {stack.url}",
-        f"  web page {stack.url}/",
-        f"  openai   {stack.url}/v1  (OpenAI-compatible: /v1/chat/completions, /v1/models)",
-        f"  docs     {stack.url}/docs",
-        f"  metrics  {stack.url}/metrics",
-        f"  redis    {redis_line}",
-        f"  workers  {stack.worker_count} (gateway processes: {stack.api_workers})",
-        f"  logs     {stack.log_dir}",
-        "",
-        "Submit a job and stream its tokens:",
-        f"  curl -s {stack.url}/v1/jobs -H 'Content-Type: application/json' \\",
-        "       -d '{\"model\": \"demo\", \"prompt\": \"Hello\"}'",
-        f"  curl -N {stack.url}/v1/jobs/<id>/stream",
-        f"or: tokenrelay run \"Hello\" --url {stack.url}",
-        "Press Ctrl-C to stop.",
-        "",
-    ])
-
-
 def run_dev(*, host: str, port: int, workers: int, redis_url: str | None, demo: bool, api_workers: int = 1) -> int:
     """Start everything, run the demo, serve until SIGINT/SIGTERM/SIGHUP; 0 on a requested stop."""
     stop_requested = threading.Event()
@@ -303,7 +277,7 @@ def run_dev(*, host: str, port: int, workers: int, redis_url: str | None, demo: 
         _note("Starting tokenrelay dev ...")
         stack.start(stop_requested)
         if not stop_requested.is_set():
-            _note(banner(stack))
+            _note(banner(stack, model_warning()))
             if demo:
                 demo_job = Demo(stack.url).start()
         while not stop_requested.wait(0.25):
