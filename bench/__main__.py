@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import resource
 import sys
@@ -18,6 +19,7 @@ from . import scenarios
 from .procs import Direct, Naive, TokenRelay
 
 WORKERS = 2  # worker processes on each side that has workers (a 2-core machine)
+GATEWAY_PROCESSES = len(os.sched_getaffinity(0))  # tokenrelay's default: one gateway process per core
 
 
 def _raise_fd_limit() -> None:
@@ -76,7 +78,7 @@ async def main(argv: list[str] | None = None) -> int:
     _raise_fd_limit()
     sizes = scenarios.Sizes.quick() if args.quick else scenarios.Sizes()
     concurrency = max(sizes.latency_jobs, sizes.throughput_jobs) // WORKERS + 50
-    tokenrelay = lambda: TokenRelay(WORKERS, concurrency)  # noqa: E731
+    tokenrelay = lambda: TokenRelay(WORKERS, concurrency, GATEWAY_PROCESSES)  # noqa: E731
     naive = lambda: Naive(WORKERS, concurrency)  # noqa: E731
     started = time.monotonic()
     results: dict = {}
@@ -86,7 +88,7 @@ async def main(argv: list[str] | None = None) -> int:
                             ("5_idle_readers", scenarios.idle_readers)], sizes, results)
     _log("direct")
     await _run(Direct, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
-                        ("4_first_token", scenarios.first_token)], sizes, results)
+                        ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token)], sizes, results)
     _log("naive relay")
     await _run(naive, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
                        ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token)], sizes, results)

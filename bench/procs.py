@@ -42,6 +42,13 @@ class Proc:
         self.log.close()
 
 
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
@@ -106,8 +113,15 @@ class Implementation:
     processes: list[Proc]
     redis: EmbeddedServer | None = None
 
+    def gateway_pids(self) -> list[int]:
+        """The gateway and, when it runs several processes on its port, each of them."""
+        return [self.gateway.pid, *children_of(self.gateway.pid)]
+
+    def gateway_cpu(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.gateway_pids())
+
     def pids(self) -> list[int]:
-        pids = [p.pid for p in self.processes]
+        pids = [p.pid for p in self.processes] + children_of(self.gateway.pid)
         if self.redis is not None and self.redis.process is not None:
             pids.append(self.redis.process.pid)
         return pids
@@ -125,7 +139,7 @@ class Implementation:
 class TokenRelay(Implementation):
     name = "tokenrelay"
 
-    def __init__(self, workers: int, concurrency: int) -> None:
+    def __init__(self, workers: int, concurrency: int, gateway_processes: int) -> None:
         self.redis = EmbeddedServer(extra_args=["--maxclients", "20000"]).start()
         # One load generator plays every client: per-key quotas sized for it, not for one user.
         env = _env(TOKENRELAY_REDIS_URL=self.redis.url, TOKENRELAY_EVENT_TIMESTAMPS="1",
@@ -138,7 +152,11 @@ class TokenRelay(Implementation):
                                            "-n", f"bench{i}@%h", "--without-mingle", "--without-gossip"], env)
             for i in range(workers)
         ]
-        self.gateway = Proc("tokenrelay-gateway", _uvicorn("api.app:app_from_env", self.port), env)
+        # As `tokenrelay api --workers N` runs it: N processes on one port (SO_REUSEPORT).
+        self.gateway_processes = gateway_processes
+        self.gateway = Proc("tokenrelay-gateway", [sys.executable, "-m", "api.processes", "--workers",
+                                                   str(gateway_processes), "--port", str(self.port),
+                                                   "--log-level", "warning", "--no-access-log"], env)
         self.processes.append(self.gateway)
         wait_http(f"http://127.0.0.1:{self.port}/ready", 60,
                   lambda r: r.status_code == 200 and r.json()["workers"] >= workers)

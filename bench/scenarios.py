@@ -108,46 +108,57 @@ async def latency(impl: Implementation, sizes: Sizes) -> dict:
 
 # -- 3. fan-out ---------------------------------------------------------------------------------------
 
-def _commands(url: str) -> int:
-    client = redis.Redis.from_url(url)
+def _commands(impl: Implementation) -> int:
+    if impl.redis is None:
+        return 0
+    client = redis.Redis.from_url(impl.redis.url)
     try:
         return sum(stats["calls"] for stats in client.info("commandstats").values())
     finally:
         client.close()
 
 
-async def _fanout_once(impl: Implementation, readers: int, tokens: int, tps: float) -> tuple[list, int]:
+async def _fanout_once(impl: Implementation, readers: int, tokens: int, tps: float) -> tuple[list, int, float]:
+    """Readings, Redis commands and gateway CPU seconds of one job read by `readers` clients."""
     if isinstance(impl, TokenRelay):
         status, job = await load.post_json(HOST, impl.port, "/v1/jobs", {
             "model": "demo", "prompt": "bench", "params": {"max_tokens": tokens, "tokens_per_second": tps}})
         path = f"/v1/jobs/{job['id']}/stream"
-        commands_before = _commands(impl.redis.url)
-    else:
+    else:  # naive relay and direct's in-process broadcast: readers subscribe, then the job starts
         job_id = f"fanout{time.monotonic_ns()}"
         path = f"/stream/{job_id}"
-        commands_before = _commands(impl.redis.url)
+    commands_before, cpu_before = _commands(impl), impl.gateway_cpu()
     connected = [asyncio.Event() for _ in range(readers)]
     tasks = [asyncio.create_task(load.read_sse(HOST, impl.port, path, connected=c)) for c in connected]
     await asyncio.gather(*(c.wait() for c in connected))
-    if isinstance(impl, Naive):
+    if not isinstance(impl, TokenRelay):
         await asyncio.sleep(0.5)  # let every subscription land before the job starts
         await load.request(HOST, impl.port, "POST", f"/jobs/{job_id}?max_tokens={tokens}&tps={tps}", b"")
     readings = await asyncio.gather(*tasks)
-    return readings, _commands(impl.redis.url) - commands_before
+    return readings, _commands(impl) - commands_before, impl.gateway_cpu() - cpu_before
 
 
 async def fanout(impl: Implementation, sizes: Sizes) -> dict:
     """One job, many readers. Redis commands = a * tokens + b * readers: a run with one reader gives a."""
     tps, tokens = 50, sizes.fanout_tokens
-    _, commands_alone = await _fanout_once(impl, 1, tokens, tps)
-    readings, commands = await _fanout_once(impl, sizes.fanout_readers, tokens, tps)
+    _, commands_alone, cpu_alone = await _fanout_once(impl, 1, tokens, tps)
+    readings, commands, cpu = await _fanout_once(impl, sizes.fanout_readers, tokens, tps)
     lags = [lag for r in readings for lag in r.lags_s]
-    return {
+    added = max(sizes.fanout_readers - 1, 1)
+    figures = {
         "lag_p50_ms": percentile(lags, 0.5) * 1000,
         "lag_p99_ms": percentile(lags, 0.99) * 1000,
-        "redis_commands_per_token_1_reader": commands_alone / tokens,
-        "redis_commands_per_token": commands / tokens,
-        "redis_commands_per_added_reader": (commands - commands_alone) / max(sizes.fanout_readers - 1, 1),
+    }
+    if impl.redis is not None:
+        figures.update({
+            "redis_commands_per_token_1_reader": commands_alone / tokens,
+            "redis_commands_per_token": commands / tokens,
+            "redis_commands_per_added_reader": (commands - commands_alone) / added,
+        })
+    return {
+        **figures,
+        # Joining and reading the whole job (its tokens, once each) costs the gateway this much per reader.
+        "gateway_cpu_us_per_added_reader": (cpu - cpu_alone) / added * 1e6,
         "readers_complete": sum(r.tokens == tokens for r in readings),
         "readers": sizes.fanout_readers,
     }
@@ -176,7 +187,7 @@ async def idle_readers(impl: TokenRelay, sizes: Sizes) -> dict:
         _, job = await load.post_json(HOST, impl.port, "/v1/jobs", {"model": "demo", "prompt": "idle"})
         jobs.append(job["id"])
     await asyncio.sleep(0.5)
-    rss_before = rss_bytes(impl.gateway.pid)
+    rss_before = sum(rss_bytes(pid) for pid in impl.gateway_pids())
     connected = [asyncio.Event() for _ in range(sizes.idle_streams)]
     tasks = []
     for index, event in enumerate(connected):
@@ -186,8 +197,8 @@ async def idle_readers(impl: TokenRelay, sizes: Sizes) -> dict:
             await asyncio.gather(*(c.wait() for c in connected[: index + 1]))
     await asyncio.gather(*(c.wait() for c in connected))
     await asyncio.sleep(1.0)
-    rss_after = rss_bytes(impl.gateway.pid)
-    connections = tcp_connections_to(impl.gateway.pid, impl.redis.port)
+    rss_after = sum(rss_bytes(pid) for pid in impl.gateway_pids())
+    connections = sum(tcp_connections_to(pid, impl.redis.port) for pid in impl.gateway_pids())
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -195,6 +206,8 @@ async def idle_readers(impl: TokenRelay, sizes: Sizes) -> dict:
         "streams": sizes.idle_streams,
         "gateway_kb_per_stream": (rss_after - rss_before) / sizes.idle_streams / 1024,
         "gateway_redis_connections": connections,
+        "gateway_processes": impl.gateway_processes,
+        "gateway_redis_connections_per_process": connections / impl.gateway_processes,
     }
 
 
