@@ -115,10 +115,11 @@ class Reader:
 class Hub:
     """Everything this process relays for one job."""
 
-    __slots__ = ("key", "readers", "filtered", "position", "live", "done")
+    __slots__ = ("key", "readers", "filtered", "position", "live", "done", "owner")
 
     def __init__(self, key: bytes) -> None:
         self.key = key
+        self.owner: str | None = None  # the job's owner, as a reader's admission read it from Redis
         self.readers: set[Reader] = set()
         self.filtered = 0  # readers with a filter
         self.position: EventId | None = None  # last entry the shared loop has read
@@ -163,6 +164,7 @@ class Relay:
         self._wake_sent = False
         self._task: asyncio.Task | None = None
         self._keepalive_task: asyncio.Task | None = None
+        self._reads_in_flight: dict[tuple[bytes, str, str], asyncio.Future] = {}
         self.reads = 0
 
     @property
@@ -254,8 +256,14 @@ class Relay:
 
     # -- one client ------------------------------------------------------------------------------------
 
+    def owner_of(self, job_id: str) -> str | None:
+        """The owner of a job this process is relaying now (so it exists), without asking Redis;
+        None if it is not relaying it."""
+        hub = self.hubs.get(self.keys.events(job_id).encode())
+        return hub.owner if hub is not None and not hub.done else None
+
     async def follow(self, job_id: str, after: EventId | None, stream_filter: StreamFilter | None = None, *,
-                     fresh: bool = False) -> AsyncIterator[bytes]:
+                     fresh: bool = False, owner: str | None = None) -> AsyncIterator[bytes]:
         """SSE frames of a job after `after` (from the start if None), ending after `end`.
 
         `fresh`: the job was just created here and has no events yet, so there is no history to read.
@@ -278,6 +286,8 @@ class Relay:
             hub = self.hubs[key] = Hub(key)
         hub.readers.add(reader)
         hub.filtered += stream_filter is not None
+        if owner is not None:
+            hub.owner = owner
         try:
             if not hub.live:
                 hub.live, hub.position = True, last
@@ -320,6 +330,17 @@ class Relay:
             start = f"({last}"
 
     async def _xrange(self, key: bytes, start: str, end: str) -> list:
+        """Readers asking for the same range at the same time share one read (a burst of joins on
+        one job costs one XRANGE, not one per reader). The read runs in a task of its own, so a
+        reader that leaves does not cut it short for the others."""
+        flight = (key, start, end)
+        shared = self._reads_in_flight.get(flight)
+        if shared is None:
+            shared = self._reads_in_flight[flight] = asyncio.ensure_future(self._xrange_retrying(key, start, end))
+            shared.add_done_callback(lambda _: self._reads_in_flight.pop(flight, None))
+        return await asyncio.shield(shared)
+
+    async def _xrange_retrying(self, key: bytes, start: str, end: str) -> list:
         for delay in (*HISTORY_RETRY_DELAYS_S, None):
             try:
                 return await self.redis.xrange(key, start, end, count=self.history_batch)
