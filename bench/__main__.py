@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 
 from . import scenarios
-from .procs import Direct, Naive, TokenRelay
+from .procs import Direct, LangGraphDev, Naive, TokenRelay
 
 WORKERS = 2  # worker processes on each side that has workers (a 2-core machine)
 GATEWAY_PROCESSES = len(os.sched_getaffinity(0))  # tokenrelay's default: one gateway process per core
@@ -32,7 +32,12 @@ def _log(message: str) -> None:
 
 
 async def _run(make, plan: list[tuple[str, object]], sizes: scenarios.Sizes, results: dict) -> None:
-    impl = make()
+    try:
+        impl = make()
+    except Exception as exc:  # noqa: BLE001 - e.g. LangGraph's virtualenv is missing: say so in the results
+        for name, _ in plan:
+            results.setdefault(name, {})[getattr(make, "name", "?")] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+        return
     try:
         for name, scenario in plan:
             _log(f"  {impl.name}: {name}")
@@ -73,6 +78,7 @@ def _table(results: dict) -> str:
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes: under a minute")
+    parser.add_argument("--no-langgraph", action="store_true", help="skip LangGraph's dev server (scenario 6)")
     parser.add_argument("--chart", help="also sweep concurrency and draw tokens/s and lag to this PNG")
     args = parser.parse_args(argv)
     _raise_fd_limit()
@@ -85,13 +91,17 @@ async def main(argv: list[str] | None = None) -> int:
     _log("tokenrelay")
     await _run(tokenrelay, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
                             ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token),
-                            ("5_idle_readers", scenarios.idle_readers)], sizes, results)
+                            ("6_side_by_side", scenarios.side_by_side),
+                            ("5_idle_readers", scenarios.idle_readers)], sizes, results)  # stops the workers: last
     _log("direct")
     await _run(Direct, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
                         ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token)], sizes, results)
     _log("naive relay")
     await _run(naive, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
                        ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token)], sizes, results)
+    if not args.no_langgraph:
+        _log("langgraph dev")
+        await _run(LangGraphDev, [("6_side_by_side", scenarios.side_by_side)], sizes, results)
     direct = results["1_throughput"].get("direct", {}).get("tokens_per_s")
     ours = results["1_throughput"]["tokenrelay"].get("tokens_per_s")
     results["1_throughput"]["tokenrelay"]["ratio_to_direct"] = ours / direct if ours and direct else float("nan")

@@ -172,6 +172,27 @@ class Direct(Implementation):
         wait_http(f"http://127.0.0.1:{self.port}/docs", 60)
 
 
+LANGGRAPH_VENV = ROOT / ".venv-langgraph"  # `make bench` makes it: langgraph-api pins what the test extra cannot use
+
+
+class LangGraphDev(Implementation):
+    """LangGraph's dev server (in-memory runtime) serving bench/langgraph_app, from its own virtualenv."""
+
+    name = "langgraph"
+
+    def __init__(self) -> None:
+        command = LANGGRAPH_VENV / "bin" / "langgraph"
+        if not command.exists():
+            raise RuntimeError(f"{command} is missing: make bench installs langgraph-cli[inmem] there")
+        self.port = free_port()
+        env = _env(LANGSMITH_TRACING="false", LANGCHAIN_TRACING_V2="false", LANGGRAPH_CLI_NO_ANALYTICS="1")
+        self.gateway = Proc("langgraph-dev", [str(command), "dev", "--config", "bench/langgraph_app/langgraph.json",
+                                              "--host", "127.0.0.1", "--port", str(self.port), "--no-browser",
+                                              "--no-reload"], env)
+        self.processes = [self.gateway]
+        wait_http(f"http://127.0.0.1:{self.port}/ok", 120)
+
+
 class Naive(Implementation):
     name = "naive"
 

@@ -34,11 +34,13 @@ class Sizes:
     ttft_jobs: int = 200
     idle_streams: int = 10_000
     idle_jobs: int = 100
+    side_ttft_runs: int = 20
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(throughput_jobs=32, throughput_tokens=1000, latency_jobs=200, latency_tokens=30,
-                   fanout_readers=200, fanout_tokens=50, ttft_jobs=50, idle_streams=1000, idle_jobs=20)
+                   fanout_readers=200, fanout_tokens=50, ttft_jobs=50, idle_streams=1000, idle_jobs=20,
+                   side_ttft_runs=5)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -214,3 +216,49 @@ async def idle_readers(impl: TokenRelay, sizes: Sizes) -> dict:
 def median_of(runs: list[dict]) -> dict:
     keys = runs[0].keys()
     return {key: statistics.median(run[key] for run in runs) for key in keys}
+
+
+# -- 6. side by side with LangGraph's dev server ------------------------------------------------------
+
+SIDE_TOKENS = 2000
+
+
+async def _langgraph_run(port: int, tokens: int) -> tuple[int, float, float]:
+    """One threadless run read with LangGraph's SDK: (tokens, first token at, end at)."""
+    from langgraph_sdk import get_client
+
+    client = get_client(url=f"http://{HOST}:{port}")
+    count, first = 0, None
+    async for part in client.runs.stream(None, "bench", input={"messages": [{"role": "user", "content": "bench"}],
+                                                                "max_tokens": tokens},
+                                         stream_mode="messages-tuple"):
+        if part.event == "messages" and part.data and part.data[0].get("content"):
+            count += 1
+            first = first or time.time()
+    return count, first or float("nan"), time.time()
+
+
+async def _side_run(impl: Implementation, tokens: int) -> tuple[int, float, float]:
+    if impl.name == "langgraph":
+        return await _langgraph_run(impl.port, tokens)
+    reading = await submit_and_read(impl, tokens, 0)
+    return reading.tokens, reading.first_token_at, time.time()
+
+
+async def side_by_side(impl: Implementation, sizes: Sizes) -> dict:
+    """tokens/s of 1 and 8 concurrent runs of 2,000 tokens, and time to first token, each read by its
+    own client (LangGraph's SDK with stream_mode="messages-tuple"; raw SSE for tokenrelay)."""
+    figures: dict = {}
+    for runs in (1, 8):
+        started = time.time()
+        results = await asyncio.gather(*(_side_run(impl, SIDE_TOKENS) for _ in range(runs)))
+        figures[f"tokens_per_s_{runs}_runs"] = sum(r[0] for r in results) / (max(r[2] for r in results) - started)
+        figures[f"complete_{runs}_runs"] = sum(r[0] == SIDE_TOKENS for r in results)
+    firsts = []
+    for _ in range(sizes.side_ttft_runs):
+        started = time.time()
+        _, first, _ = await _side_run(impl, 1)
+        firsts.append(first - started)
+    figures["ttft_p50_ms"] = percentile(firsts, 0.5) * 1000
+    figures["ttft_p99_ms"] = percentile(firsts, 0.99) * 1000
+    return figures
