@@ -23,8 +23,9 @@ from .auth import Authenticate, KeyRing, StreamTokens, token_secret
 from .docs import install_docs
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
-from .metrics import GatewayMetrics, MeteredRelay
+from .metrics import GatewayMetrics
 from .quotas import RateLimit, ReaderSlots
+from .relay import Relay
 from .routes import router
 from .stream_tokens import router as stream_token_router
 
@@ -94,9 +95,9 @@ def create_app(settings: Settings) -> FastAPI:
         redis = _redis_pool(settings)
         reader_redis = _reader_connection(settings)
         celery_app = create_celery_app(settings)
-        relay = MeteredRelay(redis, reader_redis, keys, metrics=app.state.metrics,
-                             block_ms=settings.reader_block_ms, history_batch=settings.history_batch,
-                             client_buffer_events=settings.client_buffer_events, keepalive_s=settings.keepalive_s)
+        relay = Relay(redis, reader_redis, keys, block_ms=settings.reader_block_ms,
+                      history_batch=settings.history_batch, client_buffer_events=settings.client_buffer_events,
+                      keepalive_s=settings.keepalive_s, hooks=app.state.metrics.relay_hooks())
         state = app.state
         state.settings, state.keys, state.redis, state.relay = settings, keys, redis, relay
         state.scripts = JobScripts(redis, keys)

@@ -6,9 +6,10 @@ Deliberate choices (read before changing):
   token do not grow with the number of readers.
 - A reader replays history first, then joins the job's hub at the hub's current position and
   reads the gap up to it; live events it already has are dropped by id. Nothing starts at `$`.
-- Each entry becomes SSE bytes once, in the hub, and the same bytes go to every reader. Readers
-  with a filter (api/filters.py) also get a view of the entry's type and data, built once per
-  entry and only when such a reader is there; a filtered-out event costs a reader nothing.
+- Each entry becomes SSE bytes once, in the hub (api/hubs.py), and the same bytes go to every
+  reader. Readers with a filter (api/filters.py) also get a view of the entry's type and data,
+  built once per entry and only when such a reader is there; a filtered-out event costs a reader
+  nothing.
 - Each reader has a bounded queue. A reader that falls `client_buffer_events` behind is cut off
   (its response ends without `end`) and resumes with Last-Event-ID: its memory stays bounded and
   no event is dropped silently.
@@ -16,140 +17,76 @@ Deliberate choices (read before changing):
   blocked reader at once, with no race between the wake-up and the read.
 - Keepalives come from one timer per process (`_keepalive_forever`), which wakes the readers that
   were quiet for a whole period: an idle stream holds no timer object of its own.
+- Readers asking for the same history range at the same time share one XRANGE (`_xrange`), and a
+  reader of a job this process already relays is admitted from the hub (`owner_of`): a burst of
+  joins on one job costs Redis about one read, not a few commands per reader.
 - After Redis was unreachable, the loop checks that each followed job still has its record. A
   Redis restarted without persistence has none: the job can never write its `end`, so its readers
   get a final `error` (job_lost) and `end` from the gateway instead of waiting forever.
+- Metrics attach through `RelayHooks`, called inline at fixed points; the relay knows no metric.
+
+Two ways to read a job, with the same ordering, resume and slow-reader rules:
+- `follow(job_id, after)` yields SSE bytes, for HTTP responses that relay the stream as it is.
+- `follow_events(job_id, after)` yields decoded `Event`s (`id`, `event`, `data`), for in-process
+  consumers that speak another wire format (the OpenAI-compatible routes):
+
+      async for event in relay.follow_events(job_id, after=None):
+          if event is None:        # keepalive_s passed without an event: send a keepalive if you can
+              continue
+          ...                      # event.event is "token", "reset", "error", "end", ...; stops after "end"
+
+  Either ends without `end` when the reader fell `client_buffer_events` behind (the job goes on).
+  Each consumer decodes its own events (decoded JSON is mutable, so none is shared between readers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tokenrelay import events
 from tokenrelay.core import protocol
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.protocol import EventId
-from tokenrelay.core.status import JobStatus
+from tokenrelay.events import Event
 
 from .filters import EntryView, StreamFilter
+from .hubs import END_EVENT, TOKEN_EVENT, Entry, Hub, Reader, job_id_of
 
 log = logging.getLogger("tokenrelay.gateway.relay")
 
-END_EVENT = b"end"
 HISTORY_RETRY_DELAYS_S = (0.1, 0.5, 1.0)
 WAKE_STREAM_TTL_S = 3600
-LOST_ERROR = protocol.dumps(events.error("job_lost").data).encode()
-LOST_END = protocol.dumps(events.end(JobStatus.FAILED).data).encode()
 
 
-def _entry_id(raw: bytes) -> EventId:
-    attempt, seq = raw.split(b"-")
-    return EventId(int(attempt), int(seq))
+class RelayHooks:
+    """What the relay reports as it works; each hook is a no-op here (api/metrics.py overrides them).
 
+    Hooks run inline on the event loop, in the relay's hot path: they must be quick and must not raise.
+    """
 
-def _job_id(events_key: bytes) -> str:
-    return events_key.decode().rsplit("{", 1)[1].split("}", 1)[0]
+    def on_read(self, entries: int) -> None:
+        """The shared XREAD returned, with `entries` entries of followed jobs (0 after a timeout or wake-up)."""
 
+    def on_read_failed(self, error: Exception) -> None:
+        """The shared XREAD failed; the relay retries by itself."""
 
-class Reader:
-    """One client's bounded queue of SSE frames.
+    def on_sent(self, events: int, tokens: int) -> None:
+        """One reader was handed `events` events, `tokens` of them `token` events."""
 
-    An idle reader holds no queue and no event: the deque is made at the first frame and the one
-    future it waits on exists only while it waits (each deque or `asyncio.Event` costs ~600 bytes)."""
-
-    __slots__ = ("frames", "limit", "overflowed", "filter", "quiet", "ping", "_woken", "_waiter")
-
-    def __init__(self, limit: int, stream_filter: StreamFilter | None = None) -> None:
-        self.frames: deque[tuple[EventId, bytes, bool]] | None = None
-        self.limit = limit
-        self.filter = stream_filter
-        self.overflowed = False
-        self.quiet = False  # nothing pushed since the last keepalive tick
-        self.ping = False  # a keepalive is due
-        self._woken = False
-        self._waiter: asyncio.Future | None = None
-
-    def push(self, event_id: EventId, frame: bytes, is_end: bool) -> None:
-        self.quiet = False
-        if self.overflowed:
-            return
-        if self.frames is None:
-            self.frames = deque()
-        if len(self.frames) >= self.limit:
-            self.overflowed = True
-        else:
-            self.frames.append((event_id, frame, is_end))
-        self.wake()
-
-    def tick(self) -> None:
-        """The process's keepalive timer: a reader quiet for a whole period gets a keepalive."""
-        if self.quiet:
-            self.ping = True
-            self.wake()
-        self.quiet = True
-
-    def wake(self) -> None:
-        self._woken = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def wait(self) -> None:
-        """Until woken (at once if woken since the last wait)."""
-        if not self._woken:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        self._woken = False
-
-
-class Hub:
-    """Everything this process relays for one job."""
-
-    __slots__ = ("key", "readers", "filtered", "position", "live", "done", "owner")
-
-    def __init__(self, key: bytes) -> None:
-        self.key = key
-        self.owner: str | None = None  # the job's owner, as a reader's admission read it from Redis
-        self.readers: set[Reader] = set()
-        self.filtered = 0  # readers with a filter
-        self.position: EventId | None = None  # last entry the shared loop has read
-        self.live = False
-        self.done = False
-
-    def lost_entries(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """An `error` and an `end` right after what was relayed, for a job whose data is gone."""
-        at = self.position or EventId(0, 0)
-        return [(f"{at.attempt}-{at.seq + 1}".encode(), {b"e": b"error", b"d": LOST_ERROR}),
-                (f"{at.attempt}-{at.seq + 2}".encode(), {b"e": END_EVENT, b"d": LOST_END})]
-
-    def deliver(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        for raw_id, fields in entries:
-            event_id = _entry_id(raw_id)
-            frame = protocol.entry_to_sse(raw_id, fields)
-            is_end = fields.get(b"e") == END_EVENT
-            self.position = event_id
-            view = EntryView(fields[b"e"], fields[b"d"]) if self.filtered else None
-            for reader in self.readers:
-                if reader.filter is None or reader.filter.accepts(view):
-                    reader.push(event_id, frame, is_end)
-            if is_end:
-                self.done = True
-                break
+    def on_reader_dropped(self) -> None:
+        """A reader fell `client_buffer_events` behind and was cut off (it resumes by id)."""
 
 
 class Relay:
     def __init__(self, redis: Redis, reader_redis: Redis, keys: Keys, *, block_ms: int, history_batch: int,
-                 client_buffer_events: int, keepalive_s: float) -> None:
+                 client_buffer_events: int, keepalive_s: float, hooks: RelayHooks | None = None) -> None:
         self.redis = redis
         self.reader_redis = reader_redis
         self.keys = keys
@@ -157,6 +94,7 @@ class Relay:
         self.history_batch = history_batch
         self.client_buffer_events = client_buffer_events
         self.keepalive_s = keepalive_s
+        self.hooks = hooks or RelayHooks()
         self.hubs: dict[bytes, Hub] = {}
         self.wake_key = f"{keys.prefix}:gateway:{uuid.uuid4().hex}:wake".encode()
         self._wake_position = b"0-0"
@@ -165,7 +103,7 @@ class Relay:
         self._task: asyncio.Task | None = None
         self._keepalive_task: asyncio.Task | None = None
         self._reads_in_flight: dict[tuple[bytes, str, str], asyncio.Future] = {}
-        self.reads = 0
+        self._stopping = False
 
     @property
     def reader_count(self) -> int:
@@ -181,6 +119,7 @@ class Relay:
             await asyncio.gather(self._keepalive_task, return_exceptions=True)
         if self._task:
             # Close the reader's socket first: cancelling an XREAD blocked inside redis-py 8 can hang.
+            self._stopping = True  # the read it cuts short is no failure
             await self.reader_redis.connection_pool.disconnect()
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -205,18 +144,23 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep relaying once Redis is back
+                if self._stopping:
+                    raise asyncio.CancelledError from None
                 log.warning("relay read failed: %s", exc)
+                self.hooks.on_read_failed(exc)
                 check_records = True
                 await asyncio.sleep(0.5)
                 continue
-            self.reads += 1
+            read = 0
             for key, entries in response or ():
                 if key == self.wake_key:
                     self._wake_position = entries[-1][0]
                     continue
+                read += len(entries)
                 hub = self.hubs.get(key)
                 if hub is not None and hub.live and not hub.done:
                     hub.deliver(entries)
+            self.hooks.on_read(read)
 
     async def _keepalive_forever(self) -> None:
         """One timer for every stream of the process: each `keepalive_s`, a reader that got nothing
@@ -234,13 +178,13 @@ class Relay:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for hub in hubs:
-                    pipe.exists(self.keys.meta(_job_id(hub.key)))
+                    pipe.exists(self.keys.meta(job_id_of(hub.key)))
                 found = await pipe.execute() if hubs else []
         except Exception:  # noqa: BLE001 - still unreachable: check again after the next failure
             return False
         for hub, exists in zip(hubs, found):
             if not exists:
-                log.warning("job %s lost its record (Redis restarted empty?); ending its streams", _job_id(hub.key))
+                log.warning("job %s lost its record (Redis restarted empty?); ending its streams", job_id_of(hub.key))
                 hub.deliver(hub.lost_entries())
         return True
 
@@ -270,13 +214,30 @@ class Relay:
         Ends early, without `end`, if the client falls too far behind; it then resumes by id.
         With a filter, only the events it accepts are sent; `last` still tracks every entry read.
         """
+        async for batch in self._follow(job_id, after, stream_filter, fresh, owner):
+            yield protocol.KEEPALIVE_FRAME if batch is None else b"".join([entry.sse() for entry in batch])
+
+    async def follow_events(self, job_id: str, after: EventId | None = None,
+                            stream_filter: StreamFilter | None = None, *,
+                            fresh: bool = False) -> AsyncIterator[Event | None]:
+        """The same stream as `follow`, as decoded events; None each time `keepalive_s` passes without one."""
+        async for batch in self._follow(job_id, after, stream_filter, fresh):
+            if batch is None:
+                yield None
+                continue
+            for entry in batch:
+                yield Event(id=entry.raw_id.decode(), event=entry.kind.decode(), data=json.loads(entry.fields[b"d"]))
+
+    async def _follow(self, job_id: str, after: EventId | None, stream_filter: StreamFilter | None,
+                      fresh: bool, owner: str | None = None) -> AsyncIterator[list[Entry] | None]:
+        """Batches of a job's entries after `after`; None for each keepalive."""
         key = self.keys.events(job_id).encode()
         last = after
         # 1. History, straight from Redis.
         if not fresh:
-            async for frames, last, ended in self._history(key, last, None, stream_filter):
-                if frames:  # a filter may leave a batch empty; `last` still moves past it
-                    yield frames
+            async for batch, last, ended in self._history(key, last, None, stream_filter):
+                if batch:  # a filter may leave a batch empty; `last` still moves past it
+                    yield batch
                 if ended:
                     return
         # 2. Join the hub; read the gap between our history and the hub's position.
@@ -293,14 +254,14 @@ class Relay:
                 hub.live, hub.position = True, last
                 await self._wake(key)
             elif hub.position is not None and (last is None or hub.position > last):
-                async for frames, last, ended in self._history(key, last, hub.position, stream_filter):
-                    if frames:
-                        yield frames
+                async for batch, last, ended in self._history(key, last, hub.position, stream_filter):
+                    if batch:
+                        yield batch
                     if ended:
                         return
             # 3. Live.
-            async for frames in self._live(reader, last):
-                yield frames
+            async for batch in self._live(reader, last):
+                yield batch
         finally:
             hub.readers.discard(reader)
             hub.filtered -= stream_filter is not None
@@ -315,24 +276,27 @@ class Relay:
             entries = await self._xrange(key, start, end)
             if not entries:
                 return
-            frames, last, ended = [], after, False
+            batch, last, ended, tokens = [], after, False, 0
             for raw_id, fields in entries:
-                if stream_filter is None or stream_filter.accepts(EntryView(fields[b"e"], fields[b"d"])):
-                    frames.append(protocol.entry_to_sse(raw_id, fields))
-                last = _entry_id(raw_id)
-                if fields.get(b"e") == END_EVENT:
+                entry = Entry.of(raw_id, fields)
+                last = entry.id
+                if stream_filter is None or stream_filter.accepts(EntryView(entry.kind, fields[b"d"])):
+                    batch.append(entry)
+                    tokens += entry.kind == TOKEN_EVENT
+                if entry.kind == END_EVENT:
                     ended = True
                     break
             after = last
-            yield b"".join(frames), last, ended
+            if batch:
+                self.hooks.on_sent(len(batch), tokens)
+            yield batch, last, ended
             if ended or len(entries) < self.history_batch:
                 return
             start = f"({last}"
 
     async def _xrange(self, key: bytes, start: str, end: str) -> list:
-        """Readers asking for the same range at the same time share one read (a burst of joins on
-        one job costs one XRANGE, not one per reader). The read runs in a task of its own, so a
-        reader that leaves does not cut it short for the others."""
+        """Readers asking for the same range at the same time share one read (singleflight). The
+        read runs in a task of its own, so a reader that leaves does not cut it short for the others."""
         flight = (key, start, end)
         shared = self._reads_in_flight.get(flight)
         if shared is None:
@@ -350,25 +314,31 @@ class Relay:
                 log.warning("history read failed, retrying: %s", exc)
                 await asyncio.sleep(delay)
 
-    async def _live(self, reader: Reader, last: EventId | None) -> AsyncIterator[bytes]:
+    async def _live(self, reader: Reader, last: EventId | None) -> AsyncIterator[list[Entry] | None]:
         while True:
             await reader.wait()
-            if reader.ping and not reader.frames:
+            if reader.ping and not reader.entries:
                 reader.ping = False
-                yield protocol.KEEPALIVE_FRAME
+                yield None  # a keepalive
                 continue
             reader.ping = False
-            frames, ended = [], False
-            while reader.frames:
-                event_id, frame, is_end = reader.frames.popleft()
-                if last is not None and event_id <= last:
+            batch, ended, tokens = [], False, 0
+            while reader.entries:
+                entry = reader.entries.popleft()
+                if last is not None and entry.id <= last:
                     continue
-                frames.append(frame)
-                last = event_id
-                if is_end:
+                batch.append(entry)
+                last = entry.id
+                if entry.kind == TOKEN_EVENT:
+                    tokens += 1
+                elif entry.kind == END_EVENT:
                     ended = True
                     break
-            if frames:
-                yield b"".join(frames)
-            if ended or reader.overflowed:
+            if batch:
+                self.hooks.on_sent(len(batch), tokens)
+                yield batch
+            if ended:
+                return
+            if reader.overflowed:
+                self.hooks.on_reader_dropped()
                 return
