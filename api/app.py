@@ -22,6 +22,7 @@ from . import jobs_list, metrics, openai_compat, webpage
 from .auth import Authenticate, KeyRing, StreamTokens, token_secret
 from .docs import install_docs
 from .errors import install_error_handlers
+from .event_stream import StreamHandoff
 from .limits import BodySizeLimit
 from .metrics import GatewayMetrics
 from .quotas import RateLimit, ReaderSlots
@@ -145,6 +146,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute)
     app.add_middleware(Authenticate, keyring=keyring, tokens=stream_tokens)
+    app.add_middleware(StreamHandoff)  # outermost: streams after everything above has returned
     return app
 
 

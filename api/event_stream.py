@@ -9,6 +9,10 @@ Deliberate choices (read before changing):
   leaves is released at once, idle or not, without a second task.
 - The slot, the time limit and the first frame live here rather than in wrapping generators: each
   async generator layer is a frame kept alive for the whole life of every idle stream.
+- Handed off (`StreamHandoff`): the route validates and admits the reader as any route does, then
+  its response only registers itself, so FastAPI's routing, its exit stacks, the request and the
+  inner middlewares all return and are freed; the outermost middleware streams. A trivial FastAPI
+  route measured 23 KB per open stream under uvicorn, the same response outside it 13 KB.
 - Keepalives come from the relay's one timer per process (api/relay.py), not a timer per stream.
 """
 
@@ -22,6 +26,27 @@ from collections.abc import AsyncIterator, Callable
 from starlette.responses import Response
 
 log = logging.getLogger("tokenrelay.gateway")
+
+HANDOFF = "tokenrelay.stream_handoff"  # scope key: where a response waits for StreamHandoff
+
+
+class StreamHandoff:
+    """The outermost middleware: streams the `EventStreamResponse` a route handed off, after the
+    app (routing, dependencies, the other middlewares) has returned."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        handed_off: list[EventStreamResponse] = []
+        scope[HANDOFF] = handed_off  # a list: shared even by layers that copy the scope
+        await self.app(scope, receive, send)
+        del scope[HANDOFF]
+        if handed_off:
+            await handed_off.pop().stream(scope, receive, send)
 
 
 class DisconnectWatch:
@@ -100,6 +125,13 @@ class EventStreamResponse(Response):
             on_close()
 
     async def __call__(self, scope, receive, send) -> None:
+        handoff = scope.get(HANDOFF)
+        if handoff is not None:
+            handoff.append(self)
+            return
+        await self.stream(scope, receive, send)
+
+    async def stream(self, scope, receive, send) -> None:
         task = asyncio.current_task()
         watch = DisconnectWatch(receive, task.cancel)
         deadline = time.monotonic() + self.max_s
