@@ -106,8 +106,6 @@ async def main(argv: list[str] | None = None) -> int:
     ours = results["1_throughput"]["tokenrelay"].get("tokens_per_s")
     results["1_throughput"]["tokenrelay"]["ratio_to_direct"] = ours / direct if ours and direct else float("nan")
     if args.chart:
-        from .chart import draw
-
         sweeps = {}
         for name, make in (("tokenrelay", tokenrelay), ("direct", Direct), ("naive", naive)):
             _log(f"sweep {name}")
@@ -118,7 +116,6 @@ async def main(argv: list[str] | None = None) -> int:
                                         scenarios.Sizes.quick() if args.quick else scenarios.Sizes()),
             }
         results["sweeps"] = sweeps
-        draw(sweeps, args.chart)
     results["meta"] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
@@ -126,7 +123,11 @@ async def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.monotonic() - started, 1),
     }
     print(_table({k: v for k, v in results.items() if k != "meta"}))
-    print(json.dumps(results, default=lambda o: None))
+    print(json.dumps(results, default=lambda o: None), flush=True)
+    if args.chart:  # after the figures are out: a chart that fails loses nothing
+        from .chart import draw
+
+        draw(results["sweeps"], args.chart)
     return 0
 
 
