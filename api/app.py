@@ -9,7 +9,7 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from tokenrelay import __version__
 from tokenrelay.core.keys import Keys
@@ -20,11 +20,13 @@ from tokenrelay.core.tasks import TaskSender, create_celery_app
 
 from . import jobs_list, metrics, openai_compat, webpage
 from .auth import Authenticate, KeyRing, StreamTokens, token_secret
+from .backpressure import GatewayPool, SubmitGate
 from .docs import install_docs
 from .errors import install_error_handlers
 from .event_stream import StreamHandoff
 from .limits import BodySizeLimit
 from .metrics import GatewayMetrics
+from .outbox import OutboxSweeper
 from .quotas import RateLimit, ReaderSlots
 from .relay import Relay
 from .routes import router
@@ -40,7 +42,7 @@ COMMAND_TIMEOUT_S = 3.0
 
 
 def _redis_pool(settings: Settings) -> Redis:
-    pool = BlockingConnectionPool.from_url(
+    pool = GatewayPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_pool_size,
         timeout=POOL_WAIT_S,
@@ -106,6 +108,8 @@ def create_app(settings: Settings) -> FastAPI:
         state.started_at = int(time.time())
         state.stream_tokens = stream_tokens
         state.reader_slots = ReaderSlots(settings.max_readers_per_job)
+        state.submit_gate = SubmitGate(settings.max_pending_submits, concurrency=2 * settings.redis_pool_size)
+        sweeper = OutboxSweeper(state)
         if not keyring.enabled:
             log.warning("no API keys configured (TOKENRELAY_API_KEYS): authentication is off; "
                         "serve on a loopback address only")
@@ -114,9 +118,11 @@ def create_app(settings: Settings) -> FastAPI:
         except Exception as exc:  # noqa: BLE001 - start anyway; /ready reports Redis as down
             log.warning("redis not reachable at start-up: %s", type(exc).__name__)
         await relay.start()
+        sweeper.start()
         try:
             yield
         finally:
+            await sweeper.stop()
             await relay.stop()
             await reader_redis.aclose()
             await redis.aclose()

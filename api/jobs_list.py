@@ -1,4 +1,5 @@
-"""`GET /v1/jobs`: the most recent jobs, newest first, from the store's `recent` index."""
+"""`GET /v1/jobs`: the most recent jobs, newest first. A key lists its own jobs from its own index,
+so `limit` counts its jobs only; an admin key lists every job from the `recent` index."""
 
 from __future__ import annotations
 
@@ -43,18 +44,33 @@ def _summary(record: JobRecord) -> JobSummary:
                       stream_url=f"/v1/jobs/{record.id}/stream")
 
 
+async def _live_rows(redis, keys, index: str, limit: int) -> list[list]:
+    """Up to `limit` rows of jobs that still exist, newest first; ids of expired jobs are dropped
+    from the index on the way (they stay there until trimmed otherwise)."""
+    rows: list[list] = []
+    start = 0
+    while len(rows) < limit:
+        job_ids = [raw.decode() for raw in await redis.zrevrange(index, start, start + limit - 1)]
+        if not job_ids:
+            break
+        async with redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:  # the summary's fields only: a record also holds the whole request
+                pipe.hmget(keys.meta(job_id), SUMMARY_FIELDS)
+            batch = await pipe.execute()
+        expired = [job_id for job_id, row in zip(job_ids, batch) if row[0] is None]
+        if expired:
+            await redis.zrem(index, *expired)
+        rows += [row for row in batch if row[0] is not None]
+        start += len(job_ids) - len(expired)
+    return rows[:limit]
+
+
 @router.get("/v1/jobs", response_model=JobList, responses={400: ERROR_RESPONSES[400], 503: ERROR_RESPONSES[503]},
             summary="Recent jobs, newest first")
 async def list_jobs(request: Request, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20) -> JobList:
     state = request.app.state
-    raw_ids = await state.redis.zrevrange(state.keys.recent, 0, limit - 1)
-    job_ids = [raw.decode() for raw in raw_ids]
-    async with state.redis.pipeline(transaction=False) as pipe:
-        for job_id in job_ids:  # the summary's fields only: a record also holds the whole request
-            pipe.hmget(state.keys.meta(job_id), SUMMARY_FIELDS)
-        rows = await pipe.execute() if job_ids else []
     principal = principal_of(request)
-    records = [JobRecord.from_hash({k: v for k, v in zip(SUMMARY_KEYS, row) if v is not None})
-               for row in rows if row[0] is not None]
-    # Expired jobs leave their id in the index until it is trimmed; other keys' jobs are not listed.
+    index = state.keys.recent if principal.admin else state.keys.owner_jobs(principal.name)
+    rows = await _live_rows(state.redis, state.keys, index, limit)
+    records = [JobRecord.from_hash({k: v for k, v in zip(SUMMARY_KEYS, row) if v is not None}) for row in rows]
     return JobList(data=[_summary(record) for record in records if principal.may_access(record.owner)])

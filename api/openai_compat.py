@@ -19,18 +19,24 @@ Deliberate choices (read before changing):
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from redis.exceptions import RedisError
+
 from tokenrelay.core import protocol
+from tokenrelay.core.protocol import EventId
+from tokenrelay.events import Event
 
 from .errors import ERROR_RESPONSES
 from .openai_schemas import ChatCompletionRequest
-from .routes import SSE_HEADERS, start_job
+from .routes import REPLAYED_HEADER, start_job
+from .sse_response import SSE_HEADERS, STREAM_RETRY_DELAY_S, STREAM_RETRY_S
 
 router = APIRouter(tags=["OpenAI-compatible"])
 
@@ -53,6 +59,31 @@ def _usage(end: dict[str, Any]) -> dict[str, int]:
 
 def _error_body(message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+async def job_events(request: Request, job_id: str) -> AsyncIterator[Event | None]:
+    """A job's events from its start through the process's relay; None for each keepalive. Redis
+    errors are retried from the last event for STREAM_RETRY_S, then the answer is an error."""
+    last: EventId | None = None
+    give_up_at: float | None = None
+    while True:
+        try:
+            async for event in request.app.state.relay.follow_events(job_id, last):
+                if event is not None and event.id:
+                    last, give_up_at = EventId.parse(event.id), None
+                yield event
+            return
+        except RedisError:
+            now = time.monotonic()
+            give_up_at = give_up_at or now + STREAM_RETRY_S
+            if now >= give_up_at:
+                yield Event(id=None, event=protocol.ERROR, data={
+                    "type": "stream_unavailable",
+                    "message": f"the job store stopped answering; the job goes on: read it at /v1/jobs/{job_id}"})
+                yield Event(id=None, event=protocol.END, data={"status": "interrupted", "usage": None,
+                                                               "finish_reason": None})
+                return
+            await asyncio.sleep(STREAM_RETRY_DELAY_S)
 
 
 class _Answer:
@@ -98,7 +129,7 @@ class _Chunks:
 async def _stream(request: Request, job_id: str, chunks: _Chunks) -> AsyncIterator[bytes]:
     yield chunks.choice({"role": "assistant", "content": "", "refusal": None})
     answer = _Answer()
-    async for event in request.app.state.relay.follow_events(job_id):
+    async for event in job_events(request, job_id):
         if event is None:
             yield protocol.KEEPALIVE_FRAME
         elif event.event == protocol.TOKEN:
@@ -122,11 +153,10 @@ async def _stream(request: Request, job_id: str, chunks: _Chunks) -> AsyncIterat
             return
 
 
-async def _complete(request: Request, job_id: str, base: dict[str, Any]) -> JSONResponse:
+async def _complete(request: Request, job_id: str, base: dict[str, Any], headers: dict[str, str]) -> JSONResponse:
     parts: list[str] = []
     error: dict[str, Any] | None = None
-    headers = {JOB_ID_HEADER: job_id}
-    async for event in request.app.state.relay.follow_events(job_id):
+    async for event in job_events(request, job_id):
         if event is None:
             continue
         if event.event == protocol.TOKEN:
@@ -155,22 +185,28 @@ async def _complete(request: Request, job_id: str, base: dict[str, Any]) -> JSON
     responses={200: {"content": {"text/event-stream": {}}, "description": "A `chat.completion`, or with "
                      "`stream: true` `chat.completion.chunk` lines ending with `data: [DONE]`."},
                404: {"model": ERROR_RESPONSES[404]["model"], "description": "Unknown model."},
-               **{code: ERROR_RESPONSES[code] for code in (400, 413, 503)}},
+               **{code: ERROR_RESPONSES[code] for code in (400, 409, 413, 422, 503)}},
     summary="OpenAI-compatible chat completion (runs as a tokenrelay job)",
 )
-async def chat_completions(body: ChatCompletionRequest, request: Request):
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description="Makes the request safe to "
+                               "retry: a repeat with the same body gets the same job's answer.")] = None,
+):
     settings = request.app.state.settings
     if body.model not in settings.models:
         message = f"The model `{body.model}` does not exist. Available: {', '.join(settings.models)}"
         return JSONResponse(_error_body(message, "invalid_request_error", "model_not_found", "model"), status_code=404)
     created = int(time.time())
-    record = await start_job(body.to_job(), request, body.max_tokens_field)
+    record, repeated = await start_job(body.to_job(), request, body.max_tokens_field, idempotency_key)
     completion_id = f"chatcmpl-{record.id}"
+    headers = {JOB_ID_HEADER: record.id, **({REPLAYED_HEADER: "true"} if repeated else {})}
     if not body.stream:
-        return await _complete(request, record.id, {"id": completion_id, "created": created, "model": body.model})
+        return await _complete(request, record.id, {"id": completion_id, "created": created, "model": body.model},
+                               headers)
     chunks = _Chunks(completion_id, created, body.model, body.include_usage)
     return StreamingResponse(_stream(request, record.id, chunks), media_type="text/event-stream",
-                             headers={**SSE_HEADERS, JOB_ID_HEADER: record.id})
+                             headers={**SSE_HEADERS, **headers})
 
 
 def _model_card(name: str, created: int) -> dict[str, Any]:

@@ -92,7 +92,8 @@ class JobRequest(BaseModel):
 
 class JobCreated(BaseModel):
     id: str
-    status: Literal["queued"]
+    status: str = Field(description="`queued` for a new job; a repeat with the same Idempotency-Key gets the "
+                                    "job's status now.")
     model: str
     created_at: str
     stream_url: str

@@ -15,7 +15,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from . import scenarios
+from . import overload, scenarios
 from .procs import Direct, LangGraphDev, Naive, TokenRelay
 
 WORKERS = 2  # worker processes on each side that has workers (a 2-core machine)
@@ -31,7 +31,11 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def _run(make, plan: list[tuple[str, object]], sizes: scenarios.Sizes, results: dict) -> None:
+async def _run(make, plan: list[tuple[str, object]], sizes: scenarios.Sizes, results: dict,
+               only: set[str] | None = None) -> None:
+    plan = [(name, scenario) for name, scenario in plan if only is None or name.split("_")[0] in only]
+    if not plan:
+        return
     try:
         impl = make()
     except Exception as exc:  # noqa: BLE001 - e.g. LangGraph's virtualenv is missing: say so in the results
@@ -80,7 +84,9 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes: under a minute")
     parser.add_argument("--no-langgraph", action="store_true", help="skip LangGraph's dev server (scenario 6)")
     parser.add_argument("--chart", help="also sweep concurrency and draw tokens/s and lag to this PNG")
+    parser.add_argument("--only", help="run only these scenarios, by number (e.g. 6,7)")
     args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
     _raise_fd_limit()
     sizes = scenarios.Sizes.quick() if args.quick else scenarios.Sizes()
     concurrency = max(sizes.latency_jobs, sizes.throughput_jobs) // WORKERS + 50
@@ -91,20 +97,25 @@ async def main(argv: list[str] | None = None) -> int:
     _log("tokenrelay")
     await _run(tokenrelay, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
                             ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token),
-                            ("6_side_by_side", scenarios.side_by_side),
-                            ("5_idle_readers", scenarios.idle_readers)], sizes, results)  # stops the workers: last
+                            ("8_side_by_side", scenarios.side_by_side),
+                            ("5_idle_readers", scenarios.idle_readers)], sizes, results, only)  # stops the workers
+    # Overload (issue #11), each on a stack of its own: workers sized to run every job at once.
+    await _run(tokenrelay, [("6_burst", overload.burst)], sizes, results, only)
+    await _run(lambda: TokenRelay(WORKERS, sizes.starvation_jobs // WORKERS + 50, GATEWAY_PROCESSES),
+               [("7_lease_starvation", overload.lease_starvation)], sizes, results, only)
     _log("direct")
     await _run(Direct, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
-                        ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token)], sizes, results)
+                        ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token)], sizes, results, only)
     _log("naive relay")
     await _run(naive, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
-                       ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token)], sizes, results)
+                       ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token)], sizes, results, only)
     if not args.no_langgraph:
         _log("langgraph dev")
-        await _run(LangGraphDev, [("6_side_by_side", scenarios.side_by_side)], sizes, results)
-    direct = results["1_throughput"].get("direct", {}).get("tokens_per_s")
-    ours = results["1_throughput"]["tokenrelay"].get("tokens_per_s")
-    results["1_throughput"]["tokenrelay"]["ratio_to_direct"] = ours / direct if ours and direct else float("nan")
+        await _run(LangGraphDev, [("8_side_by_side", scenarios.side_by_side)], sizes, results, only)
+    if "direct" in results.get("1_throughput", {}) and "tokenrelay" in results.get("1_throughput", {}):
+        direct = results["1_throughput"]["direct"].get("tokens_per_s")
+        ours = results["1_throughput"]["tokenrelay"].get("tokens_per_s")
+        results["1_throughput"]["tokenrelay"]["ratio_to_direct"] = ours / direct if ours and direct else float("nan")
     if args.chart:
         sweeps = {}
         for name, make in (("tokenrelay", tokenrelay), ("direct", Direct), ("naive", naive)):

@@ -113,22 +113,26 @@ class Implementation:
 class TokenRelay(Implementation):
     name = "tokenrelay"
 
-    def __init__(self, workers: int, concurrency: int, gateway_processes: int) -> None:
+    def __init__(self, workers: int, concurrency: int, gateway_processes: int = 1, **settings: str) -> None:
+        """`settings`: more TOKENRELAY_* variables, by their lowercase setting names."""
         self.redis = EmbeddedServer(extra_args=["--maxclients", "20000"]).start()
         # One load generator plays every client: per-key quotas sized for it, not for one user.
         env = _env(TOKENRELAY_REDIS_URL=self.redis.url, TOKENRELAY_EVENT_TIMESTAMPS="1",
                    TOKENRELAY_WORKER_CONCURRENCY=str(concurrency), TOKENRELAY_MAX_TOKENS_LIMIT="100000",
                    TOKENRELAY_MAX_ACTIVE_JOBS_PER_KEY="100000", TOKENRELAY_RATE_LIMIT_PER_MINUTE="10000000",
-                   TOKENRELAY_MAX_READERS_PER_JOB="100000")
+                   TOKENRELAY_MAX_READERS_PER_JOB="100000",
+                   **{f"TOKENRELAY_{name.upper()}": str(value) for name, value in settings.items()})
         self.port = free_port()
+        self.metrics_ports = [free_port() for _ in range(workers)]  # each worker's Prometheus metrics
         self.processes = [
             Proc(f"tokenrelay-worker{i}", [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "warning",
-                                           "-n", f"bench{i}@%h", "--without-mingle", "--without-gossip"], env)
+                                           "-n", f"bench{i}@%h", "--without-mingle", "--without-gossip"],
+                 {**env, "TOKENRELAY_WORKER_METRICS_PORT": str(self.metrics_ports[i])})
             for i in range(workers)
         ]
         # As `tokenrelay api --workers N` runs it: N processes on one port (SO_REUSEPORT).
         self.gateway_processes = gateway_processes
-        self.gateway = Proc("tokenrelay-gateway", [sys.executable, "-m", "api.processes", "--workers",
+        self.gateway = Proc("tokenrelay-gateway", [sys.executable, "-m", "api.server", "--workers",
                                                    str(gateway_processes), "--port", str(self.port),
                                                    "--log-level", "warning", "--no-access-log"], env)
         self.processes.append(self.gateway)
@@ -170,7 +174,8 @@ class LangGraphDev(Implementation):
 class Naive(Implementation):
     name = "naive"
 
-    def __init__(self, workers: int, concurrency: int) -> None:
+    def __init__(self, workers: int, concurrency: int, **settings: str) -> None:
+        """`settings`: more TOKENRELAY_* variables, by their lowercase setting names."""
         self.redis = EmbeddedServer(extra_args=["--maxclients", "20000"]).start()
         env = _env(NAIVE_REDIS_URL=self.redis.url)
         self.port = free_port()

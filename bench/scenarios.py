@@ -35,12 +35,14 @@ class Sizes:
     idle_streams: int = 10_000
     idle_jobs: int = 100
     side_ttft_runs: int = 20
+    burst_submits: int = 2000
+    starvation_jobs: int = 1600
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(throughput_jobs=32, throughput_tokens=1000, latency_jobs=200, latency_tokens=30,
                    fanout_readers=200, fanout_tokens=50, ttft_jobs=50, idle_streams=1000, idle_jobs=20,
-                   side_ttft_runs=5)
+                   burst_submits=500, starvation_jobs=300, side_ttft_runs=5)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -218,7 +220,7 @@ def median_of(runs: list[dict]) -> dict:
     return {key: statistics.median(run[key] for run in runs) for key in keys}
 
 
-# -- 6. side by side with LangGraph's dev server ------------------------------------------------------
+# -- 8. side by side with LangGraph's dev server ------------------------------------------------------
 
 SIDE_TOKENS = 2000
 

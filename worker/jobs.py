@@ -1,4 +1,9 @@
-"""One attempt of one job on a worker: take the lease, run the core, publish, finish the record."""
+"""One attempt of one job on a worker: take the lease, run the core, publish, finish the record.
+
+The job stays in `running` (its lease renewed, its own worker's reaper keeping off it) until its
+`end` is written: the final flush and finish can wait seconds on a busy worker, and a lease that
+ran out there made a finished job run again (issue #11).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from tokenrelay.core import protocol
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.status import FinishOutcome, JobStatus, StartOutcome
-from tokenrelay.core.store import JobScripts, load_job, utc_now
+from tokenrelay.core.store import JobRecord, JobScripts, utc_now
 from tokenrelay.engine import graphs, runner
 from tokenrelay.engine.models import GenerationParams, build_chat_model
 from tokenrelay.engine.retry import RetryPolicy, with_retries
@@ -30,9 +35,10 @@ class RunningJob:
     attempt: int
     task: asyncio.Task
     stop_reason: str | None = None  # "cancelled" (a client asked), "superseded", "write_failed"
+    finishing: bool = False  # generation is over: the flush and finish must not be cancelled
 
     def stop(self, reason: str) -> None:
-        if self.stop_reason is None:
+        if self.stop_reason is None and not self.finishing:
             self.stop_reason = reason
             self.task.cancel()
 
@@ -46,6 +52,7 @@ class JobServices:
     keys: Keys
     scripts: JobScripts
     publisher: StreamPublisher
+    worker_id: str = ""
     running: dict[str, RunningJob] = field(default_factory=dict)
 
     @property
@@ -63,11 +70,29 @@ async def execute_job(services: JobServices, job_id: str) -> str:
     if not state.runs:
         log.info("job %s not run: %s", job_id, state)
         return state
-    record = await load_job(services.redis, services.keys, job_id)
+    record = await _take(services, job_id)
     if record is None:
         return StartOutcome.MISSING
     job = RunningJob(job_id, attempt, asyncio.current_task())
     services.running[job_id] = job
+    try:
+        return await _attempt(services, job, record, state)
+    finally:
+        services.running.pop(job_id, None)
+
+
+async def _take(services: JobServices, job_id: str) -> JobRecord | None:
+    """The job's record, after naming this worker in it (reapers check that worker's liveness)."""
+    meta = services.keys.meta(job_id)
+    async with services.redis.pipeline(transaction=False) as pipe:
+        pipe.hset(meta, "worker", services.worker_id)  # the record exists: the start script just set its TTL
+        pipe.hgetall(meta)
+        _, raw = await pipe.execute()
+    return JobRecord.from_hash(raw) if raw else None
+
+
+async def _attempt(services: JobServices, job: RunningJob, record: JobRecord, state: StartOutcome) -> str:
+    job_id, attempt = job.job_id, job.attempt
     stream = services.publisher.open(job_id, attempt, job.stop)
     if attempt > 1:
         stream.emit(events.reset(attempt, "worker_lost"))
@@ -95,8 +120,7 @@ async def execute_job(services: JobServices, job_id: str) -> str:
         log.exception("job %s attempt %d failed", job_id, attempt)
         error = runner.error_event(exc)
         status = JobStatus.FAILED
-    finally:
-        services.running.pop(job_id, None)
+    job.finishing = True
     if error:
         stream.emit(error)
     await stream.flushed()

@@ -195,13 +195,14 @@ def _cmd_key(args: argparse.Namespace) -> int:
 
 @_needs_server("api")
 def _cmd_api(args: argparse.Namespace) -> int:
-    from api.processes import default_workers, serve
+    from api.server import main as serve_gateway
 
     if _exposure_refused(args.host):
         return 1
     # Open streams would hold a graceful shutdown forever: cut them after a few seconds, and let
     # clients resume on another gateway with Last-Event-ID.
-    return serve(args.workers or default_workers(), args.host, args.port, graceful_s=GATEWAY_SHUTDOWN_GRACE_S)
+    return serve_gateway(["--host", args.host, "--port", str(args.port), "--workers", str(args.workers or 0),
+                          "--timeout-graceful-shutdown", str(GATEWAY_SHUTDOWN_GRACE_S)])
 
 
 @_needs_server("worker")

@@ -5,7 +5,19 @@ All keys of one job share the hash tag `{<job id>}`, so they live in one Redis C
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 from .protocol import CANCEL_CHANNEL_SUFFIX, check_job_id
+
+WORKER_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,200}")  # <hostname>:<pid>
+OWNER_NAME = re.compile(r"[A-Za-z0-9_.-]{0,64}")  # API key names ("" = jobs made without keys)
+
+
+def check_owner(owner: str) -> str:
+    if not OWNER_NAME.fullmatch(owner):
+        raise ValueError("invalid owner name")
+    return owner
 
 
 class Keys:
@@ -16,6 +28,7 @@ class Keys:
         self.running = f"{prefix}:running"  # zset: job id -> lease deadline (ms)
         self.workers = f"{prefix}:workers"  # zset: worker id -> last heartbeat (ms)
         self.recent = f"{prefix}:recent"  # zset: job id -> created (unix seconds)
+        self.outbox = f"{prefix}:outbox"  # zset: job id -> when its record was written (ms), task not confirmed
         self.cancel_channel = f"{prefix}:{CANCEL_CHANNEL_SUFFIX}"
 
     def events(self, job_id: str) -> str:
@@ -23,3 +36,20 @@ class Keys:
 
     def meta(self, job_id: str) -> str:
         return f"{self.prefix}:{{{check_job_id(job_id)}}}:meta"
+
+    def worker_alive(self, worker_id: str) -> str:
+        """string with a TTL of one lease: the worker process renewed its leases within that time."""
+        if not WORKER_ID.fullmatch(worker_id):
+            raise ValueError("invalid worker id")
+        return f"{self.prefix}:{{worker:{worker_id}}}:alive"
+
+    # One key (one Cluster slot) per owner for each of these: nothing here spans owners.
+    def owner_jobs(self, owner: str) -> str:
+        """zset: one owner's job ids -> created (unix seconds); `recent` holds every owner's."""
+        return f"{self.prefix}:{{owner:{check_owner(owner)}}}:jobs"
+
+    def idempotency(self, owner: str, idempotency_key: str) -> str:
+        """string: `<job id> <request digest>` for an Idempotency-Key of one owner. The client's key
+        is hashed: any bytes it sends stay out of key names."""
+        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+        return f"{self.prefix}:{{owner:{check_owner(owner)}}}:idem:{digest}"

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from .. import events
 from . import protocol
@@ -99,13 +100,22 @@ async def create_job(
         "metadata": protocol.dumps(metadata),
         "owner": owner,
     }
-    async with redis.pipeline(transaction=True) as pipe:
+    created = datetime.now(timezone.utc).timestamp()
+    # One command per key, each key in one Cluster slot; the record carries its TTL from this write.
+    async with redis.pipeline(transaction=False) as pipe:
         pipe.hset(meta_key, mapping=fields)
         pipe.expire(meta_key, ttl_s)
-        pipe.zadd(keys.recent, {job_id: datetime.now(timezone.utc).timestamp()})
-        pipe.zremrangebyrank(keys.recent, 0, -RECENT_JOBS_KEPT - 1)
+        for index in (keys.recent, keys.owner_jobs(owner)):
+            pipe.zadd(index, {job_id: created})
+            pipe.zremrangebyrank(index, 0, -RECENT_JOBS_KEPT - 1)
+        pipe.expire(keys.owner_jobs(owner), ttl_s)
         await pipe.execute()
     return JobRecord.from_hash({k.encode(): str(v).encode() for k, v in fields.items()})
+
+
+async def load_owner(redis: Redis, keys: Keys, job_id: str) -> str | None:
+    """The job's owner ("" without keys), None for no such job: one small read, whoever asks."""
+    return _text(await redis.hget(keys.meta(job_id), "owner"))
 
 
 async def load_job(redis: Redis, keys: Keys, job_id: str) -> JobRecord | None:
@@ -115,6 +125,30 @@ async def load_job(redis: Redis, keys: Keys, job_id: str) -> JobRecord | None:
 
 async def delete_job(redis: Redis, keys: Keys, job_id: str) -> None:
     await redis.delete(keys.meta(job_id), keys.events(job_id))
+
+
+async def withdraw_job(redis: Redis, keys: Keys, job_id: str) -> bool:
+    """Delete a job no worker has started (queued, attempt 0); False if one has. One key, watched:
+    a worker starting it in between makes the delete fail, never both."""
+    meta = keys.meta(job_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        for _ in range(5):
+            try:
+                await pipe.watch(meta)
+                status, attempt = await pipe.hmget(meta, ["status", "attempt"])
+                if status is None:
+                    await pipe.unwatch()
+                    return True
+                if status != JobStatus.QUEUED.encode() or attempt != b"0":
+                    await pipe.unwatch()
+                    return False
+                pipe.multi()
+                pipe.delete(meta)
+                await pipe.execute()
+                return True
+            except WatchError:
+                continue
+    return False
 
 
 class JobScripts:
