@@ -33,6 +33,11 @@ def error_response(status: int, error_type: str, message: str, param: str | None
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _union_member(part: object) -> bool:
+    """Pydantic names the member of a union it tried (`dict[str,any]`, `NamedToolChoice`); fields are snake_case."""
+    return isinstance(part, str) and ("[" in part or part[:1].isupper())
+
+
 NOT_JSON = "the request body must be JSON, sent with the header Content-Type: application/json"
 
 
@@ -44,7 +49,7 @@ def _is_json(request: Request) -> bool:
 
 def _describe(errors: list[dict], request: Request) -> tuple[str, str | None]:
     first = errors[0] if errors else {}
-    location = [str(part) for part in first.get("loc", ()) if part not in ("body",)]
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body",) and not _union_member(part)]
     param = ".".join(location) or None
     if first.get("type") == "json_invalid":
         return "request body is not valid JSON", None

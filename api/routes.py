@@ -58,6 +58,7 @@ def _view(record: JobRecord) -> JobView:
         finished_at=record.finished_at,
         attempt=record.attempt,
         output={"text": record.output_text if record.finished else None,
+                "tool_calls": record.output_tool_calls if record.finished else None,
                 "state": record.output_state if record.finished else None},
         usage=record.usage,
         error=record.error,
@@ -136,7 +137,8 @@ async def start_job(body: JobRequest, request: Request, max_tokens_param: str = 
         model, request_doc = graph_request(body, state.settings)
     else:
         messages = _check_limits(body, request, max_tokens_param)
-        model, request_doc = body.model, {"messages": messages, "params": body.params.model_dump(exclude_none=True)}
+        model, request_doc = body.model, {"messages": messages, "params": body.params.model_dump(exclude_none=True),
+                                          **body.tool_request(body.model, state.settings)}
     sub = Submission(principal, protocol.new_job_id(), model, request_doc, body.metadata,
                      idempotency.check(idempotency_key))
     if sub.idempotency_key is not None:

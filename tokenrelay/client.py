@@ -57,6 +57,9 @@ def _submit_wait(attempt: int, response: httpx.Response | None) -> float | None:
         return 1.0
 
 
+TOOL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
+
+
 @dataclass(frozen=True)
 class _Call:
     """One request of the API, and which part of its JSON answer the caller gets."""
@@ -154,8 +157,12 @@ class _BaseClient:
 
     @staticmethod
     def _submit_call(prompt: str | None, messages: list[dict] | None, model: str, params: dict | None,
-                     metadata: dict | None, idempotency_key: str | None) -> _Call:
-        body: dict[str, Any] = {"model": model}
+                     metadata: dict | None, idempotency_key: str | None,
+                     tool_fields: dict[str, Any] | None = None) -> _Call:
+        unknown = set(tool_fields or ()) - set(TOOL_FIELDS)
+        if unknown:
+            raise TypeError(f"submit() got unexpected arguments: {', '.join(sorted(unknown))}")
+        body: dict[str, Any] = {"model": model, **{k: v for k, v in (tool_fields or {}).items() if v is not None}}
         if messages is not None:
             body["messages"] = messages
         else:
@@ -236,8 +243,10 @@ class Client(_BaseClient):
 
     def submit(self, prompt: str | None = None, *, messages: list[dict] | None = None, model: str = "demo",
                params: dict | None = None, metadata: dict | None = None,
-               idempotency_key: str | None = None) -> dict[str, Any]:
-        return self._send_retrying(self._submit_call(prompt, messages, model, params, metadata, idempotency_key))
+               idempotency_key: str | None = None, **tool_fields: Any) -> dict[str, Any]:
+        """Submit a model job; `tools`, `tool_choice`, `parallel_tool_calls` and `response_format` pass as given."""
+        return self._send_retrying(self._submit_call(prompt, messages, model, params, metadata, idempotency_key,
+                                                     tool_fields))
 
     def submit_graph(self, graph: str, input: dict | None = None, *, stream_mode: list[str] | None = None,
                      model: str | None = None, params: dict | None = None,
@@ -314,9 +323,9 @@ class AsyncClient(_BaseClient):
 
     async def submit(self, prompt: str | None = None, *, messages: list[dict] | None = None, model: str = "demo",
                      params: dict | None = None, metadata: dict | None = None,
-                     idempotency_key: str | None = None) -> dict[str, Any]:
+                     idempotency_key: str | None = None, **tool_fields: Any) -> dict[str, Any]:
         return await self._send_retrying(self._submit_call(prompt, messages, model, params, metadata,
-                                                           idempotency_key))
+                                                           idempotency_key, tool_fields))
 
     async def submit_graph(self, graph: str, input: dict | None = None, *, stream_mode: list[str] | None = None,
                            model: str | None = None, params: dict | None = None,

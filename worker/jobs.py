@@ -19,7 +19,7 @@ from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.status import FinishOutcome, JobStatus, StartOutcome
 from tokenrelay.core.store import JobRecord, JobScripts, utc_now
-from tokenrelay.engine import graphs, runner
+from tokenrelay.engine import graphs, runner, tools
 from tokenrelay.engine.models import GenerationParams, build_chat_model
 from tokenrelay.engine.retry import RetryPolicy, with_retries
 
@@ -139,10 +139,11 @@ async def _generate(services: JobServices, record, stream: JobStream, outcome: r
             return graphs.stream_graph(graph, record.request.get("input") or {},
                                        record.request.get("stream_mode") or list(graphs.DEFAULT_STREAM_MODES), outcome)
     else:
-        messages = runner.to_langchain_messages(record.request["messages"])
+        messages = tools.to_langchain_messages(record.request["messages"])
+        bound = tools.bind_request(model, record.request)
 
         def run():
-            return runner.stream_chat(model, messages, outcome)
+            return runner.stream_chat(bound, messages, outcome)
 
     policy = RetryPolicy(settings.provider_attempts, tuple(settings.provider_retry_delays_s))
     metrics = worker_metrics()
@@ -167,6 +168,8 @@ async def _finish(
     }
     if outcome.state is not None:
         fields["output_state"] = protocol.dumps(outcome.state)
+    if outcome.tool_calls:
+        fields["output_tool_calls"] = protocol.dumps(outcome.tool_calls)
     if error:
         fields["error"] = protocol.dumps(error.data)
     # A stream that lost its writes could not carry the error event: the finish writes it.

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_message_chars: int = 200_000
     max_tokens_limit: int = 16_384
     default_max_tokens: int = 64
+    # Tools a job may pass, and the size of each tool's (and a response format's) JSON, compact.
+    max_tools: int = 128
+    max_tool_schema_bytes: int = 16_384
     # Before a request reaches the app (api/httpguard.py): header bytes (431), seconds to send the
     # headers (then 408 and close), open connections per gateway process (then 503 and close).
     max_header_bytes: int = 16_384

@@ -51,6 +51,7 @@ class JobRecord:
     request: dict[str, Any]
     cancel_requested: bool
     owner: str | None = None  # the name of the API key that created it
+    output_tool_calls: list[dict[str, Any]] | None = None  # a model job's tool calls, once it finished
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> "JobRecord":
@@ -77,6 +78,7 @@ class JobRecord:
             request=loads("request", {}),
             cancel_requested=fields.get("cancel_requested") == "1",
             owner=fields.get("owner"),
+            output_tool_calls=loads("output_tool_calls", None),
         )
 
     @property
