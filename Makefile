@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test install browser bench
+.PHONY: dev test install browser js bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,17 @@ dev: $(BIN)/python
 browser:
 	bash scripts/ensure-chromium.sh
 
-test: install browser
+# The AI SDK tests drive the real `ai` npm package, pinned by tests/js/package-lock.json.
+JS_STAMP := tests/js/node_modules/.installed
+
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	bash scripts/ensure-node.sh
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+js: $(JS_STAMP)
+
+test: install browser js
 	$(BIN)/python -m pytest $(ARGS)
 
 # LangGraph's dev server (the benchmark's fourth column) gets a virtualenv of its own: langgraph-api
