@@ -81,7 +81,14 @@ def sse_response(request: Request, job_id: str, after: EventId | None, headers: 
                 from_start = False
                 await asyncio.sleep(STREAM_RETRY_DELAY_S)
 
+    return event_stream(request, job_id, frames(), {**SSE_HEADERS, **(headers or {})}, prelude=SSE_RETRY_FRAME)
+
+
+def event_stream(request: Request, job_id: str, frames, headers: dict[str, str], *,
+                 prelude: bytes = b"") -> EventStreamResponse:
+    """Any API's stream of a job's frames: the reader's slot for the life of the response, the
+    max_stream_s limit, one task per stream (api/event_stream.py)."""
+    state = request.app.state
     state.reader_slots.take(job_id)
-    return EventStreamResponse(frames(), headers={**SSE_HEADERS, **(headers or {})}, prelude=SSE_RETRY_FRAME,
-                               max_s=state.settings.max_stream_s, limit_frame=STREAM_LIMIT_FRAME,
-                               on_close=partial(state.reader_slots.release, job_id))
+    return EventStreamResponse(frames, headers=headers, prelude=prelude, max_s=state.settings.max_stream_s,
+                               limit_frame=STREAM_LIMIT_FRAME, on_close=partial(state.reader_slots.release, job_id))
