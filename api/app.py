@@ -15,6 +15,7 @@ from tokenrelay import __version__
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
+from tokenrelay.core.task_message import RedisTaskSender, is_redis_broker
 from tokenrelay.core.tasks import TaskSender, create_celery_app
 
 from . import ai_sdk, jobs_list, metrics, openai_compat, responses, webpage
@@ -22,6 +23,7 @@ from .auth import Authenticate, KeyRing, StreamTokens, token_secret
 from .backpressure import GatewayPool, SubmitGate
 from .docs import install_docs
 from .errors import install_error_handlers
+from .event_stream import StreamHandoff
 from .limits import BodySizeLimit
 from .metrics import GatewayMetrics
 from .outbox import OutboxSweeper
@@ -65,6 +67,19 @@ def _reader_connection(settings: Settings) -> Redis:
     )
 
 
+def _task_sender(settings: Settings, redis: Redis, celery_app) -> RedisTaskSender | TaskSender:
+    """One LPUSH per task on a Redis broker (through the gateway's pool when the broker is the job
+    store), kombu's producer for any other broker."""
+    if not is_redis_broker(settings.celery_broker_url):
+        return TaskSender(celery_app)
+    if settings.celery_broker_url == settings.redis_url:
+        return RedisTaskSender(redis, settings.queue_name)
+    broker = Redis.from_url(settings.celery_broker_url, socket_timeout=COMMAND_TIMEOUT_S, socket_connect_timeout=3,
+                            socket_keepalive=True, max_connections=settings.redis_pool_size,
+                            client_name=f"tokenrelay-gateway-broker:{os.getpid()}")
+    return RedisTaskSender(broker, settings.queue_name, owns_client=True)
+
+
 async def _warm(redis: Redis, size: int) -> None:
     """Open the pool's connections up front: a fixed count, whatever the number of readers."""
     pool = redis.connection_pool
@@ -89,7 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
         state = app.state
         state.settings, state.keys, state.redis, state.relay = settings, keys, redis, relay
         state.scripts = JobScripts(redis, keys)
-        state.tasks = TaskSender(celery_app)
+        state.tasks = _task_sender(settings, redis, celery_app)
         state.started_at = int(time.time())
         state.stream_tokens = stream_tokens
         state.reader_slots = ReaderSlots(settings.max_readers_per_job)
@@ -111,7 +126,7 @@ def create_app(settings: Settings) -> FastAPI:
             await relay.stop()
             await reader_redis.aclose()
             await redis.aclose()
-            await asyncio.to_thread(state.tasks.close)
+            await state.tasks.aclose()
             await asyncio.to_thread(celery_app.close)
 
     app = FastAPI(
@@ -139,6 +154,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute)
     app.add_middleware(Authenticate, keyring=keyring, tokens=stream_tokens)
+    app.add_middleware(StreamHandoff)  # outermost: streams after everything above has returned
     return app
 
 

@@ -15,6 +15,11 @@ Deliberate choices (read before changing):
   no event is dropped silently.
 - A per-process wake stream is part of every XREAD, so a hub that starts following a job wakes the
   blocked reader at once, with no race between the wake-up and the read.
+- Keepalives come from one timer per process (`_keepalive_forever`), which wakes the readers that
+  were quiet for a whole period: an idle stream holds no timer object of its own.
+- Readers asking for the same history range at the same time share one XRANGE (`_xrange`), and a
+  reader of a job this process already relays is admitted from the hub (`owner_of`): a burst of
+  joins on one job costs Redis about one read, not a few commands per reader.
 - After Redis was unreachable, the loop checks that each followed job still has its record. A
   Redis restarted without persistence has none: the job can never write its `end`, so its readers
   get a final `error` (job_lost) and `end` from the gateway instead of waiting forever.
@@ -96,6 +101,8 @@ class Relay:
         self._reading: set[bytes] = set()  # the keys of the XREAD in flight
         self._wake_sent = False
         self._task: asyncio.Task | None = None
+        self._keepalive_task: asyncio.Task | None = None
+        self._reads_in_flight: dict[tuple[bytes, str, str], asyncio.Future] = {}
         self._stopping = False
 
     @property
@@ -104,8 +111,12 @@ class Relay:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._read_forever(), name="tokenrelay-relay")
+        self._keepalive_task = asyncio.create_task(self._keepalive_forever(), name="tokenrelay-keepalive")
 
     async def stop(self) -> None:
+        if self._keepalive_task:
+            self._keepalive_task.cancel()
+            await asyncio.gather(self._keepalive_task, return_exceptions=True)
         if self._task:
             # Close the reader's socket first: cancelling an XREAD blocked inside redis-py 8 can hang.
             self._stopping = True  # the read it cuts short is no failure
@@ -151,6 +162,16 @@ class Relay:
                     hub.deliver(entries)
             self.hooks.on_read(read)
 
+    async def _keepalive_forever(self) -> None:
+        """One timer for every stream of the process: each `keepalive_s`, a reader that got nothing
+        during the whole last period is woken to send a keepalive (so one goes out after
+        keepalive_s to 2 x keepalive_s of silence). An idle stream holds no timer of its own."""
+        while True:
+            await asyncio.sleep(self.keepalive_s)
+            for hub in list(self.hubs.values()):
+                for reader in hub.readers:
+                    reader.tick()
+
     async def _end_lost_jobs(self) -> bool:
         """End the hubs of jobs whose record is gone; False if Redis cannot tell yet."""
         hubs = [hub for hub in self.hubs.values() if hub.live and not hub.done]
@@ -179,15 +200,21 @@ class Relay:
 
     # -- one client ------------------------------------------------------------------------------------
 
+    def owner_of(self, job_id: str) -> str | None:
+        """The owner of a job this process is relaying now (so it exists), without asking Redis;
+        None if it is not relaying it."""
+        hub = self.hubs.get(self.keys.events(job_id).encode())
+        return hub.owner if hub is not None and not hub.done else None
+
     async def follow(self, job_id: str, after: EventId | None, stream_filter: StreamFilter | None = None, *,
-                     fresh: bool = False) -> AsyncIterator[bytes]:
+                     fresh: bool = False, owner: str | None = None) -> AsyncIterator[bytes]:
         """SSE frames of a job after `after` (from the start if None), ending after `end`.
 
         `fresh`: the job was just created here and has no events yet, so there is no history to read.
         Ends early, without `end`, if the client falls too far behind; it then resumes by id.
         With a filter, only the events it accepts are sent; `last` still tracks every entry read.
         """
-        async for batch in self._follow(job_id, after, stream_filter, fresh):
+        async for batch in self._follow(job_id, after, stream_filter, fresh, owner):
             yield protocol.KEEPALIVE_FRAME if batch is None else b"".join([entry.sse() for entry in batch])
 
     async def follow_events(self, job_id: str, after: EventId | None = None,
@@ -202,7 +229,7 @@ class Relay:
                 yield Event(id=entry.raw_id.decode(), event=entry.kind.decode(), data=json.loads(entry.fields[b"d"]))
 
     async def _follow(self, job_id: str, after: EventId | None, stream_filter: StreamFilter | None,
-                      fresh: bool) -> AsyncIterator[list[Entry] | None]:
+                      fresh: bool, owner: str | None = None) -> AsyncIterator[list[Entry] | None]:
         """Batches of a job's entries after `after`; None for each keepalive."""
         key = self.keys.events(job_id).encode()
         last = after
@@ -220,6 +247,8 @@ class Relay:
             hub = self.hubs[key] = Hub(key)
         hub.readers.add(reader)
         hub.filtered += stream_filter is not None
+        if owner is not None:
+            hub.owner = owner
         try:
             if not hub.live:
                 hub.live, hub.position = True, last
@@ -266,6 +295,16 @@ class Relay:
             start = f"({last}"
 
     async def _xrange(self, key: bytes, start: str, end: str) -> list:
+        """Readers asking for the same range at the same time share one read (singleflight). The
+        read runs in a task of its own, so a reader that leaves does not cut it short for the others."""
+        flight = (key, start, end)
+        shared = self._reads_in_flight.get(flight)
+        if shared is None:
+            shared = self._reads_in_flight[flight] = asyncio.ensure_future(self._xrange_retrying(key, start, end))
+            shared.add_done_callback(lambda _: self._reads_in_flight.pop(flight, None))
+        return await asyncio.shield(shared)
+
+    async def _xrange_retrying(self, key: bytes, start: str, end: str) -> list:
         for delay in (*HISTORY_RETRY_DELAYS_S, None):
             try:
                 return await self.redis.xrange(key, start, end, count=self.history_batch)
@@ -277,13 +316,12 @@ class Relay:
 
     async def _live(self, reader: Reader, last: EventId | None) -> AsyncIterator[list[Entry] | None]:
         while True:
-            try:
-                async with asyncio.timeout(self.keepalive_s):  # unlike wait_for, no task per wait
-                    await reader.wake.wait()
-            except TimeoutError:
-                yield None
+            await reader.wait()
+            if reader.ping and not reader.entries:
+                reader.ping = False
+                yield None  # a keepalive
                 continue
-            reader.wake.clear()
+            reader.ping = False
             batch, ended, tokens = [], False, 0
             while reader.entries:
                 entry = reader.entries.popleft()

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from tokenrelay.core import protocol
@@ -29,9 +29,9 @@ from tokenrelay.errors import InvalidRequest, JobNotFound, TokenRelayError
 
 from ..errors import ERROR_RESPONSES
 from ..openai_compat import JOB_ID_HEADER, job_events
-from ..quotas import limit_duration
 from ..routes import REPLAYED_HEADER, _record, start_job
-from ..sse_response import SSE_HEADERS
+from ..event_stream import EventStreamResponse
+from ..sse_response import SSE_HEADERS, event_stream
 from ..schemas import GenerationParams, JobRequest
 from .events import ResponseEvents, final_status, record_output, response_object, sse
 from .schemas import ResponseRequest, item_messages
@@ -155,11 +155,9 @@ async def _translated(request: Request, record: JobRecord, doc: dict[str, Any],
 
 
 def _stream(request: Request, record: JobRecord, doc: dict[str, Any], starting_after: int = -1,
-            headers: dict[str, str] | None = None) -> StreamingResponse:
-    state = request.app.state
-    frames = limit_duration(_translated(request, record, doc, starting_after), state.settings.max_stream_s)
-    return StreamingResponse(state.reader_slots.hold(record.id, frames), media_type="text/event-stream",
-                             headers={**SSE_HEADERS, JOB_ID_HEADER: record.id, **(headers or {})})
+            headers: dict[str, str] | None = None) -> EventStreamResponse:
+    return event_stream(request, record.id, _translated(request, record, doc, starting_after),
+                        {**SSE_HEADERS, JOB_ID_HEADER: record.id, **(headers or {})})
 
 
 async def _blocking(request: Request, record: JobRecord, doc: dict[str, Any], headers: dict[str, str]) -> JSONResponse:

@@ -95,3 +95,6 @@ class TaskSender:
     def close(self) -> None:
         self._executor.submit(self._drop_producer).result()
         self._executor.shutdown()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
