@@ -9,8 +9,9 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis, RedisCluster
 
+from tokenrelay.core.connections import async_client
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
@@ -34,34 +35,16 @@ POOL_WAIT_S = 10.0
 COMMAND_TIMEOUT_S = 3.0
 
 
-def _redis_pool(settings: Settings) -> Redis:
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_pool_size,
-        timeout=POOL_WAIT_S,
-        socket_timeout=COMMAND_TIMEOUT_S,
-        socket_connect_timeout=3,
-        socket_keepalive=True,
-        health_check_interval=30,
-        client_name=f"tokenrelay-gateway:{os.getpid()}",
-    )
-    return Redis(connection_pool=pool)
+def _redis_pool(settings: Settings) -> Redis | RedisCluster:
+    return async_client(settings.redis_target, max_connections=settings.redis_pool_size, pool_wait_s=POOL_WAIT_S,
+                        socket_timeout=COMMAND_TIMEOUT_S, client_name=f"tokenrelay-gateway:{os.getpid()}")
 
 
-def _reader_connection(settings: Settings) -> Redis:
-    # Blocks up to reader_block_ms per read: its socket timeout must stay well above that.
-    return Redis.from_url(
-        settings.redis_url,
-        max_connections=1,
-        socket_timeout=settings.reader_block_ms / 1000 + 10,
-        socket_connect_timeout=3,
-        socket_keepalive=True,
-        client_name=f"tokenrelay-gateway-reader:{os.getpid()}",
-    )
-
-
-async def _warm(redis: Redis, size: int) -> None:
+async def _warm(redis: Redis | RedisCluster, size: int) -> None:
     """Open the pool's connections up front: a fixed count, whatever the number of readers."""
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+        return
     pool = redis.connection_pool
     connections = [await pool.get_connection() for _ in range(size)]
     for connection in connections:
@@ -76,10 +59,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         keys = Keys(settings.key_prefix)
         redis = _redis_pool(settings)
-        reader_redis = _reader_connection(settings)
         celery_app = create_celery_app(settings)
-        relay = MeteredRelay(redis, reader_redis, keys, metrics=app.state.metrics,
-                             block_ms=settings.reader_block_ms, history_batch=settings.history_batch,
+        relay = MeteredRelay(redis, settings.redis_target, keys,
+                             metrics=app.state.metrics, history_batch=settings.history_batch,
                              client_buffer_events=settings.client_buffer_events, keepalive_s=settings.keepalive_s)
         state = app.state
         state.settings, state.keys, state.redis, state.relay = settings, keys, redis, relay
@@ -100,7 +82,6 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await relay.stop()
-            await reader_redis.aclose()
             await redis.aclose()
             await asyncio.to_thread(state.tasks.close)
             await asyncio.to_thread(celery_app.close)

@@ -63,17 +63,10 @@ class MeteredRelay(Relay):
     def __init__(self, *args, metrics: GatewayMetrics, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.metrics = metrics
-        # The shared reader retries by itself after an error; count those errors on the way.
-        read = self.reader_redis.xread
 
-        async def counted_xread(*read_args, **read_kwargs):
-            try:
-                return await read(*read_args, **read_kwargs)
-            except RedisError:
-                metrics.redis_errors.labels("relay").inc()
-                raise
-
-        self.reader_redis.xread = counted_xread
+    def _on_read_error(self) -> None:
+        # The relay retries by itself after an error; count those errors on the way.
+        self.metrics.redis_errors.labels("relay").inc()
 
     async def follow(self, job_id: str, after: EventId | None, *args, **kwargs) -> AsyncIterator[bytes]:
         ended = False

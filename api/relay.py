@@ -1,39 +1,47 @@
-"""The gateway's relay: one shared Redis reader per process fans each job's events out to its readers.
+"""The gateway's relay: each job's stream is read once per process and fanned out to its readers.
 
 Deliberate choices (read before changing):
-- One blocking XREAD loop per process reads every followed job's stream from a known id, on one
-  dedicated connection; history reads use a small fixed pool. Redis connections and commands per
-  token do not grow with the number of readers.
-- A reader replays history first, then joins the job's hub at the hub's current position and
-  reads the gap up to it; live events it already has are dropped by id. Nothing starts at `$`.
-- Each entry becomes SSE bytes once, in the hub, and the same bytes go to every reader. Readers
-  with a filter (api/filters.py) also get a view of the entry's type and data, built once per
-  entry and only when such a reader is there; a filtered-out event costs a reader nothing.
-- Each reader has a bounded queue. A reader that falls `client_buffer_events` behind is cut off
-  (its response ends without `end`) and resumes with Last-Event-ID: its memory stays bounded and
-  no event is dropped silently.
-- A per-process wake stream is part of every XREAD, so a hub that starts following a job wakes the
-  blocked reader at once, with no race between the wake-up and the read.
-- After Redis was unreachable, the loop checks that each followed job still has its record. A
-  Redis restarted without persistence has none: the job can never write its `end`, so its readers
-  get a final `error` (job_lost) and `end` from the gateway instead of waiting forever.
+- Workers `SPUBLISH` a notification on the job's channel (in the job's slot) after each write; the
+  gateway `SSUBSCRIBE`s to the channels of the jobs it follows (tokenrelay/core/shardsub.py) and, for
+  each notified job, reads what is new with one `XRANGE` from the position it last relayed. The
+  stream stays the only history. Redis work per token is one notification and one range read per
+  gateway: it does not grow with the number of live jobs a gateway follows (one shared XREAD that
+  names every followed stream did, and cannot span slots of a cluster).
+- One pump task reads every notified job, all of them in one pipeline per round: a job is never read
+  twice at once, so events reach readers in order. Notifications that arrive while a round is in
+  flight coalesce into the next round.
+- Subscribe, then read: a subscription's confirmation makes the pump read the job from its position,
+  so whatever landed before the subscription took effect is read, and nothing starts at `$`.
+- A reader replays history first, then joins the job's hub at the hub's current position and reads
+  the gap up to it; live events it already has are dropped by id.
+- Each entry becomes SSE bytes once, in the hub, and the same bytes go to every reader. Readers with a
+  filter (api/filters.py) also get a view of the entry's type and data, built once per entry and only
+  when such a reader is there; a filtered-out event costs a reader nothing.
+- Each reader has a bounded queue. A reader that falls `client_buffer_events` behind is cut off (its
+  response ends without `end`) and resumes with Last-Event-ID: memory stays bounded, nothing is
+  dropped silently.
+- After Redis failed (a read, or a subscription's connection), the pump checks that each followed job
+  still has its record. A Redis that came back empty has none: the job can never write its `end`, so
+  its readers get a final `error` (job_lost) and `end` from the gateway instead of waiting forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import os
 from collections import deque
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tokenrelay.core import protocol
+from tokenrelay.core.connections import RedisTarget, subscriber_connector
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.protocol import EventId
+from tokenrelay.core.shardsub import ShardSubscriber
 
 from .filters import EntryView, StreamFilter
 
@@ -41,7 +49,6 @@ log = logging.getLogger("tokenrelay.gateway.relay")
 
 END_EVENT = b"end"
 HISTORY_RETRY_DELAYS_S = (0.1, 0.5, 1.0)
-WAKE_STREAM_TTL_S = 3600
 LOST_ERROR = protocol.dumps({"type": "job_lost", "message": "the job's data was lost when the job store "
                              "restarted without persistence; submit the job again"}).encode()
 LOST_END = protocol.dumps({"status": "failed", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
@@ -114,20 +121,21 @@ class Hub:
 
 
 class Relay:
-    def __init__(self, redis: Redis, reader_redis: Redis, keys: Keys, *, block_ms: int, history_batch: int,
+    def __init__(self, redis: Redis | RedisCluster, target: RedisTarget, keys: Keys, *, history_batch: int,
                  client_buffer_events: int, keepalive_s: float) -> None:
         self.redis = redis
-        self.reader_redis = reader_redis
         self.keys = keys
-        self.block_ms = block_ms
         self.history_batch = history_batch
         self.client_buffer_events = client_buffer_events
         self.keepalive_s = keepalive_s
         self.hubs: dict[bytes, Hub] = {}
-        self.wake_key = f"{keys.prefix}:gateway:{uuid.uuid4().hex}:wake".encode()
-        self._wake_position = b"0-0"
-        self._reading: set[bytes] = set()  # the keys of the XREAD in flight
-        self._wake_sent = False
+        self._channels: dict[bytes, bytes] = {}  # notification channel -> events key
+        connect = subscriber_connector(target, client_name=f"tokenrelay-gateway-sub:{os.getpid()}")
+        self.subscriber = ShardSubscriber(redis, connect, on_message=self._notified, on_ready=self._notified,
+                                          on_lost=self._lost)
+        self._dirty: dict[bytes, None] = {}  # events keys to read, in arrival order
+        self._pending = asyncio.Event()
+        self._check_records = False
         self._task: asyncio.Task | None = None
         self.reads = 0
 
@@ -136,47 +144,66 @@ class Relay:
         return sum(len(hub.readers) for hub in self.hubs.values())
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._read_forever(), name="tokenrelay-relay")
+        self._task = asyncio.create_task(self._pump_forever(), name="tokenrelay-relay")
 
     async def stop(self) -> None:
+        await self.subscriber.close()
         if self._task:
-            # Close the reader's socket first: cancelling an XREAD blocked inside redis-py 8 can hang.
-            await self.reader_redis.connection_pool.disconnect()
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        try:
-            await self.redis.delete(self.wake_key)
-        except Exception:  # noqa: BLE001 - Redis may be gone at shutdown
-            pass
 
-    # -- the shared reader ---------------------------------------------------------------------------
+    # -- notifications ---------------------------------------------------------------------------------
 
-    async def _read_forever(self) -> None:
-        check_records = False
+    def _notified(self, channel: bytes) -> None:
+        key = self._channels.get(channel)
+        if key is not None:
+            self._mark(key)
+
+    def _lost(self, channels: set[bytes]) -> None:
+        # Re-subscribing reads every job again; until then, check that the jobs still exist.
+        self._check_records = True
+
+    def _mark(self, key: bytes) -> None:
+        self._dirty[key] = None
+        self._pending.set()
+
+    # -- the pump ----------------------------------------------------------------------------------------
+
+    async def _pump_forever(self) -> None:
         while True:
-            if check_records:
-                check_records = not await self._end_lost_jobs()
-            streams = {hub.key: str(hub.position or EventId(0, 0)) for hub in self.hubs.values()
-                       if hub.live and not hub.done}
-            streams[self.wake_key] = self._wake_position
-            self._reading, self._wake_sent = set(streams), False
+            await self._pending.wait()
+            self._pending.clear()
+            if self._check_records:
+                self._check_records = not await self._end_lost_jobs()
+            hubs = [hub for key in self._dirty if (hub := self.hubs.get(key)) and hub.live and not hub.done]
+            self._dirty.clear()
+            if not hubs:
+                continue
             try:
-                response = await self.reader_redis.xread(streams, count=self.history_batch, block=self.block_ms)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for hub in hubs:
+                        pipe.xrange(hub.key, "-" if hub.position is None else f"({hub.position}", "+",
+                                    count=self.history_batch)
+                    results = await pipe.execute()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep relaying once Redis is back
                 log.warning("relay read failed: %s", exc)
-                check_records = True
+                self._on_read_error()
+                self._check_records = True
+                for hub in hubs:
+                    self._mark(hub.key)
                 await asyncio.sleep(0.5)
                 continue
             self.reads += 1
-            for key, entries in response or ():
-                if key == self.wake_key:
-                    self._wake_position = entries[-1][0]
-                    continue
-                hub = self.hubs.get(key)
-                if hub is not None and hub.live and not hub.done:
+            for hub, entries in zip(hubs, results):
+                if entries and hub.live and not hub.done:
                     hub.deliver(entries)
+                    if len(entries) >= self.history_batch and not hub.done:
+                        self._mark(hub.key)
+
+    def _on_read_error(self) -> None:
+        """A hook for metrics."""
 
     async def _end_lost_jobs(self) -> bool:
         """End the hubs of jobs whose record is gone; False if Redis cannot tell yet."""
@@ -194,15 +221,16 @@ class Relay:
                 hub.deliver(hub.lost_entries())
         return True
 
-    async def _wake(self, key: bytes) -> None:
-        """Make the shared reader include `key` now; at most one wake-up per read in flight."""
-        if key in self._reading or self._wake_sent:
-            return
-        self._wake_sent = True
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.wake_key, {"w": "1"}, maxlen=16, approximate=True)
-            pipe.expire(self.wake_key, WAKE_STREAM_TTL_S)
-            await pipe.execute()
+    async def _start_hub(self, hub: Hub) -> None:
+        channel = self.keys.live(_job_id(hub.key)).encode()
+        self._channels[channel] = hub.key
+        if await self.subscriber.subscribe(channel):
+            self._mark(hub.key)  # still subscribed from before: no confirmation will come
+
+    def _end_hub(self, hub: Hub) -> None:
+        channel = self.keys.live(_job_id(hub.key)).encode()
+        self._channels.pop(channel, None)
+        self.subscriber.release(channel)
 
     # -- one client ------------------------------------------------------------------------------------
 
@@ -233,7 +261,7 @@ class Relay:
         try:
             if not hub.live:
                 hub.live, hub.position = True, last
-                await self._wake(key)
+                await self._start_hub(hub)
             elif hub.position is not None and (last is None or hub.position > last):
                 async for frames, last, ended in self._history(key, last, hub.position, stream_filter):
                     if frames:
@@ -246,8 +274,10 @@ class Relay:
         finally:
             hub.readers.discard(reader)
             hub.filtered -= stream_filter is not None
-            if not hub.readers:
-                self.hubs.pop(key, None)
+            if not hub.readers and self.hubs.get(key) is hub:
+                del self.hubs[key]
+                if hub.live:
+                    self._end_hub(hub)
 
     async def _history(self, key: bytes, after: EventId | None, until: EventId | None,
                        stream_filter: StreamFilter | None = None):

@@ -5,6 +5,8 @@ Deliberate choices (read before changing):
   `flush_window_ms` asks for it. Tokens that arrive while a write is in flight are merged into
   one `token` event per job (text concatenated, `count` says how many) and written together,
   all jobs in one pipeline: batching happens exactly when tokens come faster than Redis answers.
+- Each job's writes in a batch end with an `SPUBLISH` on the job's channel (same slot): the gateways
+  that follow the job read it then (api/relay.py). A lost notification costs only time.
 - Ids are assigned when a batch is built, `<attempt>-<seq>`, and kept across retries, so a
   retried write fails with "equal or smaller" instead of duplicating. Such a failure is checked
   against the stream's top entry: a higher attempt there means this attempt was superseded.
@@ -61,6 +63,7 @@ class JobStream:
         self.publisher = publisher
         self.job_id = job_id
         self.key = publisher.keys.events(job_id)
+        self.channel = publisher.keys.live(job_id)
         self.attempt = attempt
         self.next_seq = 0
         self.pending: list[Event] = []
@@ -183,6 +186,8 @@ class StreamPublisher:
                     pipe.xadd(stream.key, protocol.encode_fields(event.type, event.data), id=event_id)
                 if stream.first_write:
                     pipe.expire(stream.key, self.running_ttl_s)
+                # Gateways following the job read it again (api/relay.py); the id is for debugging only.
+                pipe.spublish(stream.channel, entries[-1][0])
             results = await pipe.execute(raise_on_error=False)
         self.writes += 1
         self.entries += sum(len(entries) for _, entries in batches)
@@ -192,7 +197,7 @@ class StreamPublisher:
         position = 0
         for stream, entries in batches:
             failures = [r for r in results[position : position + len(entries)] if isinstance(r, Exception)]
-            position += len(entries) + (1 if stream.first_write else 0)
+            position += len(entries) + (1 if stream.first_write else 0) + 1  # + the notification
             stream.first_write = False
             if failures and not await self._written_by_us(stream, failures):
                 stream.lose("superseded" if self._is_fenced(failures) else _failure_reason(failures))

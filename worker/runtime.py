@@ -21,9 +21,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
+from tokenrelay.core.connections import async_client
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.protocol import TERMINAL_STATUSES
 from tokenrelay.core.settings import Settings
@@ -112,17 +112,9 @@ class WorkerRuntime:
     async def _open(self) -> None:
         settings = self.settings
         # A fixed pool that jobs wait on: hundreds of jobs share a few connections.
-        pool = BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=settings.redis_pool_size * 2,
-            timeout=POOL_WAIT_S,
-            socket_timeout=10,
-            socket_connect_timeout=3,
-            health_check_interval=30,
-            socket_keepalive=True,
-            client_name=f"tokenrelay-worker:{self.worker_id}",
-        )
-        redis = Redis(connection_pool=pool)
+        redis = async_client(settings.redis_target, max_connections=settings.redis_pool_size * 2,
+                             pool_wait_s=POOL_WAIT_S, socket_timeout=10,
+                             client_name=f"tokenrelay-worker:{self.worker_id}")
         publisher = StreamPublisher(
             redis,
             self.keys,

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from api.metrics import GatewayMetrics, MeteredRelay
 from tokenrelay import Client
 from tokenrelay.cli.embedded import free_port
+from tokenrelay.core.connections import parse_redis_url
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.protocol import encode_fields, new_job_id
 
@@ -104,9 +105,9 @@ def test_slow_reader_disconnects_are_counted(redis_server):
 
     async def scenario() -> tuple[float, list[bytes]]:
         keys = Keys("tokenrelay-metrics-test")
-        redis, reader_redis = Redis.from_url(redis_server.url), Redis.from_url(redis_server.url)
+        redis = Redis.from_url(redis_server.url)
         metrics = GatewayMetrics()
-        relay = MeteredRelay(redis, reader_redis, keys, metrics=metrics, block_ms=200, history_batch=100,
+        relay = MeteredRelay(redis, parse_redis_url(redis_server.url), keys, metrics=metrics, history_batch=100,
                              client_buffer_events=5, keepalive_s=5)
         await relay.start()
         job_id = new_job_id()
@@ -120,7 +121,6 @@ def test_slow_reader_disconnects_are_counted(redis_server):
         await relay.stop()
         await redis.delete(stream_key)
         await redis.aclose()
-        await reader_redis.aclose()
         return metrics.slow_reader_disconnects._value.get(), chunks
 
     disconnects, chunks = asyncio.run(scenario())

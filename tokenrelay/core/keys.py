@@ -23,3 +23,7 @@ class Keys:
 
     def meta(self, job_id: str) -> str:
         return f"{self.prefix}:{{{check_job_id(job_id)}}}:meta"
+
+    def live(self, job_id: str) -> str:
+        """The job's notification channel (sharded pub/sub, in the job's slot): "its stream grew"."""
+        return f"{self.prefix}:{{{check_job_id(job_id)}}}:live"

@@ -114,7 +114,7 @@ async def delete_job(redis: Redis, keys: Keys, job_id: str) -> None:
     await redis.delete(keys.meta(job_id), keys.events(job_id))
 
 
-# KEYS: meta, events, running. ARGV: job id, end event data, finished_at, retention_s.
+# KEYS: meta, events, running. ARGV: job id, end event data, finished_at, retention_s, live channel.
 # Returns 'missing', 'finished:<status>' (nothing to do), 'cancelled' (a queued job, ended
 # here) or 'cancelling' (a worker will stop it).
 CANCEL_SCRIPT = """
@@ -129,6 +129,7 @@ if status == 'queued' then
   redis.call('EXPIRE', KEYS[1], ARGV[4])
   redis.call('EXPIRE', KEYS[2], ARGV[4])
   redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('SPUBLISH', ARGV[5], '')
   return 'cancelled'
 end
 return 'cancelling'
@@ -154,7 +155,7 @@ return {'started', attempt}
 """
 
 # KEYS: meta, events, running. ARGV: job id, attempt, end entry id, end data, retention_s,
-# error entry id and data ('' when none), then field/value pairs for the record. Returns 1 when
+# error entry id and data ('' when none), live channel, then field/value pairs for the record. Returns 1 when
 # written, 2 if already finished, 0 if another attempt owns the job (this one was superseded).
 # allow-oom: a job's last few bytes always land, even at maxmemory with noeviction, so its
 # readers get their `end` instead of waiting for one that Redis refuses.
@@ -165,10 +166,11 @@ if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return 0 end
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 2 end
 if ARGV[6] ~= '' then redis.call('XADD', KEYS[2], ARGV[6], 'e', 'error', 'd', ARGV[7]) end
 redis.call('XADD', KEYS[2], ARGV[3], 'e', 'end', 'd', ARGV[4])
-redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SPUBLISH', ARGV[8], '')
 return 1
 """
 
@@ -202,7 +204,8 @@ class JobScripts:
              "finish_reason": "cancelled"}
         )
         keys = [self.keys.meta(job_id), self.keys.events(job_id), self.keys.running]
-        return _text(await self._cancel(keys=keys, args=[job_id, end, utc_now(), retention_s]))
+        args = [job_id, end, utc_now(), retention_s, self.keys.live(job_id)]
+        return _text(await self._cancel(keys=keys, args=args))
 
     async def start(self, job_id: str, lease_ms: int, ttl_s: int) -> tuple[str, int]:
         result = await self._start(
@@ -219,7 +222,7 @@ class JobScripts:
             flat += [name, value]
         error_id, error_data = error_entry or ("", "")
         keys = [self.keys.meta(job_id), self.keys.events(job_id), self.keys.running]
-        args = [job_id, attempt, end_id, end_data, retention_s, error_id, error_data, *flat]
+        args = [job_id, attempt, end_id, end_data, retention_s, error_id, error_data, self.keys.live(job_id), *flat]
         return int(await self._finish(keys=keys, args=args))
 
     async def claim_lost(self, job_id: str, now_ms: int) -> bool:

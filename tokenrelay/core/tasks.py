@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from celery import Celery
 
+from .broker import SENTINEL_TRANSPORT
 from .broker import TRANSPORT as REDIS_TRANSPORT
 from .settings import Settings
 
@@ -19,7 +20,8 @@ TASK_NAME = "tokenrelay.run_job"
 
 def create_celery_app(settings: Settings) -> Celery:
     """A Celery app configured for no loss, with no task registered (the worker adds its one task)."""
-    app = Celery("tokenrelay", broker=settings.celery_broker_url, set_as_current=False)
+    broker_url, transport_options = settings.celery_broker
+    app = Celery("tokenrelay", broker=broker_url, set_as_current=False)
     app.conf.update(
         # JSON only: pickle from a reachable broker is remote code execution.
         task_serializer="json",
@@ -35,7 +37,7 @@ def create_celery_app(settings: Settings) -> Celery:
         # about every 100 s, which would make the timeout meaningless when it is short).
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s,
                                   "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
-                                  "unacked_restore_throttle": 1},
+                                  "unacked_restore_throttle": 1, **transport_options},
         broker_connection_retry_on_startup=True,
         # Jobs wait on providers, not on the CPU: threads, each only waiting on the process's loop.
         worker_pool="threads",
@@ -47,9 +49,11 @@ def create_celery_app(settings: Settings) -> Celery:
         task_soft_time_limit=int(settings.job_timeout_s) + 30,
         worker_send_task_events=False,
     )
-    if settings.celery_broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if broker_url.startswith(("redis://", "rediss://", "unix://")):
         # Survives a broker connection loss with tasks in flight (see tokenrelay/core/broker.py).
         app.conf.broker_transport = REDIS_TRANSPORT
+    elif broker_url.startswith("sentinel://"):
+        app.conf.broker_transport = SENTINEL_TRANSPORT
     app.tokenrelay_settings = settings
     return app
 
