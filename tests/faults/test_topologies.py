@@ -1,0 +1,93 @@
+"""The product on a Sentinel set-up and on a Valkey Cluster: streams end to end with two gateways and two
+workers, a worker SIGKILL, and the primary (Sentinel) or a master (Cluster) SIGKILLed mid-stream."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import httpx
+import pytest
+
+from ..support.processes import Stack, wait_until
+from ..support.topologies import SentinelSet, ValkeyCluster
+from .helpers import SLOW_JOB, readers_mid_stream, record, submit, wait_ready
+from .invariants import check_reader
+
+FAILOVER_JOB = {**SLOW_JOB, "params": {"max_tokens": 100, "tokens_per_second": 20}}
+
+
+@pytest.fixture
+def sentinel_set():
+    with SentinelSet() as servers:
+        yield servers
+
+
+@pytest.fixture
+def cluster(redis_server):
+    with ValkeyCluster() as servers:
+        yield servers
+
+
+def _settings(fault_settings: dict, broker_url: str | None = None) -> dict:
+    return {**fault_settings, "broker_url": broker_url} if broker_url else fault_settings
+
+
+def _readers_end_well(stack: Stack, job_ids: list[str], readers_by_job: dict) -> list[dict]:
+    summaries = []
+    for job_id in job_ids:
+        events = [reader.join() for reader in readers_by_job[job_id]]
+        final = record(stack.url, job_id)
+        assert final["status"] in ("succeeded", "failed"), final
+        summaries += [check_reader(reader_events, final) for reader_events in events]
+    return summaries
+
+
+def _no_job_stuck(stack: Stack, job_ids: list[str]) -> None:
+    for job_id in job_ids:
+        wait_until(lambda: record(stack.url, job_id)["status"] not in ("queued", "running"), timeout_s=60,
+                   message=f"job {job_id} to finish")
+
+
+def _fresh_job_runs(stack: Stack) -> None:
+    job_id = submit(stack.url, {**SLOW_JOB, "params": {"max_tokens": 5, "tokens_per_second": 0}})
+    reader = readers_mid_stream(stack.urls, job_id, count=1, tokens=0)[0]
+    summary = check_reader(reader.join(), record(stack.url, job_id))
+    assert (summary["status"], summary["tokens"]) == ("succeeded", 5)
+
+
+def _worker_sigkill(stack: Stack) -> dict:
+    job_id = submit(stack.url, FAILOVER_JOB)
+    readers = readers_mid_stream(stack.urls, job_id, count=2)
+    victim = next(w for w in stack.workers if f"job {job_id} attempt 1 started" in w.output())
+    victim.signal(signal.SIGKILL)
+    summaries = [check_reader(r.join(), record(stack.url, job_id)) for r in readers]
+    assert {(s["status"], s["tokens"], s["attempt"], s["resets"]) for s in summaries} == {("succeeded", 100, 2, 1)}
+    return summaries[0]
+
+
+def test_sentinel_two_gateways_worker_sigkill_and_primary_failover(sentinel_set, fault_settings, capsys):
+    settings = _settings(fault_settings)
+    with Stack(sentinel_set.url, settings, workers=2) as stack:
+        stack.add_gateway()
+        _fresh_job_runs(stack)
+        _worker_sigkill(stack)
+        stack.add_worker()
+        processes = [p for p in stack.workers + stack.gateways if p.alive()]
+
+        job_ids = [submit(url, FAILOVER_JOB) for url in stack.urls]
+        readers = {job_id: readers_mid_stream(stack.urls, job_id, count=2) for job_id in job_ids}
+        old_port = sentinel_set.current_primary_port()
+        killed_at = time.monotonic()
+        sentinel_set.kill_primary()
+        promoted_s = sentinel_set.wait_promoted(old_port)
+        ready_s = wait_ready(stack.url, timeout_s=60) + promoted_s
+        summaries = _readers_end_well(stack, job_ids, readers)
+        _no_job_stuck(stack, job_ids)
+        assert all(p.alive() for p in processes), "no worker or gateway may exit on a failover"
+        _fresh_job_runs(stack)
+        total_s = time.monotonic() - killed_at
+    with capsys.disabled():
+        print(f"\n[sentinel primary SIGKILL] promoted after {promoted_s:.1f} s; /ready 200 {ready_s:.1f} s after "
+              f"the kill; every reader ended within {total_s:.1f} s; outcomes "
+              f"{sorted({(s['status'], s['attempt'], s['tokens']) for s in summaries})}")
