@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -47,8 +49,12 @@ def _summary(record: JobRecord) -> JobSummary:
             summary="Recent jobs, newest first")
 async def list_jobs(request: Request, limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20) -> JobList:
     state = request.app.state
-    raw_ids = await state.redis.zrevrange(state.keys.recent, 0, limit - 1)
-    job_ids = [raw.decode() for raw in raw_ids]
+    async with state.redis.pipeline(transaction=False) as pipe:  # every bucket's newest, then merge
+        for bucket in state.keys.recent_buckets:
+            pipe.zrevrange(bucket, 0, limit - 1, withscores=True)
+        buckets = await pipe.execute()
+    newest = heapq.nlargest(limit, (entry for entries in buckets for entry in entries), key=lambda e: e[1])
+    job_ids = [raw.decode() for raw, _ in newest]
     async with state.redis.pipeline(transaction=False) as pipe:
         for job_id in job_ids:  # the summary's fields only: a record also holds the whole request
             pipe.hmget(state.keys.meta(job_id), SUMMARY_FIELDS)

@@ -105,10 +105,12 @@ async def _refresh(request: Request, metrics: GatewayMetrics) -> None:
         seconds, _ = await state.redis.time()
         alive_since_ms = (seconds - 3 * state.settings.lease_ttl_s) * 1000
         async with state.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(state.keys.running)
             pipe.zcount(state.keys.workers, alive_since_ms, "+inf")
-            pipe.llen(state.settings.queue_name)
-            running, workers, queued = await pipe.execute()
+            for bucket in state.keys.running_buckets:
+                pipe.zcard(bucket)
+            workers, *running_by_bucket = await pipe.execute()
+        running = sum(running_by_bucket)
+        queued = await state.redis.llen(state.settings.queue_name) if state.settings.broker_url is None else 0
     except RedisError as exc:
         metrics.redis_errors.labels("metrics").inc()
         log.warning("metrics: redis unavailable: %s", type(exc).__name__)

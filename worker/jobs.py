@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -57,9 +58,14 @@ class JobServices:
 
 async def execute_job(services: JobServices, job_id: str) -> str:
     """Run one attempt of `job_id`; returns what happened (a terminal status, or why nothing ran)."""
+    # In the running index before the lease exists: a worker lost between the two leaves an entry the
+    # reapers look at, never a running job they cannot find.
+    await services.scripts.track([job_id], int(time.time() * 1000) + services.lease_ms)
     state, attempt = await services.scripts.start(job_id, services.lease_ms, services.running_ttl_s)
     if state not in ("started", "cancel"):
         log.info("job %s not run: %s", job_id, state)
+        if state in ("missing", "finished"):
+            await services.scripts.untrack(job_id)
         return state
     record = await load_job(services.redis, services.keys, job_id)
     if record is None:
@@ -159,5 +165,6 @@ async def _finish(
     if written == 0:
         log.warning("job %s attempt %d superseded before it finished", stream.job_id, stream.attempt)
         return "superseded"
+    await services.scripts.untrack(stream.job_id)
     log.info("job %s attempt %d %s (%d tokens)", stream.job_id, stream.attempt, status, outcome.tokens)
     return status

@@ -7,8 +7,10 @@ Deliberate choices (read before changing):
 - Cancel is cooperative: a pub/sub message (one subscription per process) cancels the job's
   coroutine wherever it awaits, so it stops between tokens even when the provider is slow. The
   heartbeat also reads the cancel flags, in case a message was missed while reconnecting.
-- Liveness is a lease per running job, renewed in one command per heartbeat for all of them.
-  The reaper hands jobs whose lease ran out back to the queue as a new attempt.
+- Liveness is a lease per running job (a key in the job's slot that expires), renewed in one
+  pipelined round per heartbeat for all of them. Running jobs are also listed in the bucketed
+  running index (tokenrelay/core/keys.py); reapers walk its buckets and hand jobs whose lease ran
+  out back to the queue as a new attempt.
 """
 
 from __future__ import annotations
@@ -37,19 +39,8 @@ from .publisher import StreamPublisher
 log = logging.getLogger("tokenrelay.worker")
 
 POOL_WAIT_S = 20.0
+REAP_BATCH = 100  # per bucket and round
 CLOSE_WAIT_S = 3.0
-
-# KEYS: running, workers. ARGV: lease_ms, worker id, job ids... Renews this process's leases.
-HEARTBEAT_SCRIPT = """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[2], now_ms, ARGV[2])
-for i = 3, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', now_ms + tonumber(ARGV[1]), ARGV[i])
-end
-return now_ms
-"""
-
 
 class WorkerRuntime:
     def __init__(self, settings: Settings, enqueue: Callable[[str], None]) -> None:
@@ -123,7 +114,6 @@ class WorkerRuntime:
             event_timestamps=settings.event_timestamps,
         )
         self._services = JobServices(settings, redis, self.keys, JobScripts(redis, self.keys), publisher)
-        self._heartbeat_script = redis.register_script(HEARTBEAT_SCRIPT)
         publisher.start()
         self._background = [
             asyncio.create_task(self._forever(self._heartbeat, settings.lease_ttl_s / 3), name="heartbeat"),
@@ -158,32 +148,43 @@ class WorkerRuntime:
 
     async def _heartbeat(self) -> None:
         services = self._services
-        job_ids = list(services.running)
-        await self._heartbeat_script(
-            keys=[self.keys.running, self.keys.workers],
-            args=[services.lease_ms, self.worker_id, *job_ids],
-        )
-        if job_ids:  # the safety net for a cancel message missed while pub/sub reconnected
-            async with services.redis.pipeline(transaction=False) as pipe:
-                for job_id in job_ids:
-                    pipe.hget(self.keys.meta(job_id), "cancel_requested")
-                flags = await pipe.execute()
-            for job_id, flag in zip(job_ids, flags):
-                if flag == b"1":
-                    self._cancel_local(job_id)
+        leases = {job_id: job.attempt for job_id, job in services.running.items()}
+        seconds, micros = await services.redis.time()  # the gateways count live workers by Redis's clock
+        await services.redis.zadd(self.keys.workers, {self.worker_id: seconds * 1000 + micros // 1000})
+        if not leases:
+            return
+        await services.scripts.renew(leases, services.lease_ms)
+        await services.scripts.track(list(leases), int(time.time() * 1000) + services.lease_ms)
+        # The safety net for a cancel message missed while pub/sub reconnected.
+        async with services.redis.pipeline(transaction=False) as pipe:
+            for job_id in leases:
+                pipe.hget(self.keys.meta(job_id), "cancel_requested")
+            flags = await pipe.execute()
+        for job_id, flag in zip(leases, flags):
+            if flag == b"1":
+                self._cancel_local(job_id)
 
     async def _reap(self) -> None:
+        """Walk the running index's buckets; re-queue jobs whose lease ran out."""
         services = self._services
-        seconds, micros = await services.redis.time()
-        now_ms = seconds * 1000 + micros // 1000
-        lost = await services.redis.zrangebyscore(self.keys.running, "-inf", now_ms, start=0, num=100)
-        for raw in lost:
-            job_id = raw.decode()
-            if job_id in services.running:  # ours and alive: this loop was just slow to renew
-                continue
-            if await services.scripts.claim_lost(job_id, now_ms):
-                log.warning("job %s lost its worker; queued again", job_id)
-                await asyncio.to_thread(self.enqueue, job_id)
+        now_ms = int(time.time() * 1000)
+        async with services.redis.pipeline(transaction=False) as pipe:
+            for bucket in self.keys.running_buckets:
+                pipe.zrangebyscore(bucket, "-inf", now_ms, start=0, num=REAP_BATCH, withscores=True)
+            due = await pipe.execute()
+        for entries in due:
+            for raw, score in entries:
+                job_id = raw.decode()
+                if job_id in services.running:  # ours and alive: this loop was just slow to renew
+                    continue
+                outcome = await services.scripts.claim_lost(job_id)
+                if outcome == "alive":  # another worker holds it; look again in a lease's time
+                    await services.scripts.track([job_id], now_ms + services.lease_ms)
+                    continue
+                await services.scripts.untrack(job_id, score)
+                if outcome == "claimed":
+                    log.warning("job %s lost its worker; queued again", job_id)
+                    await asyncio.to_thread(self.enqueue, job_id)
 
     async def _listen_for_cancels(self) -> None:
         while not self._closing:

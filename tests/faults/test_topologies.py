@@ -91,3 +91,36 @@ def test_sentinel_two_gateways_worker_sigkill_and_primary_failover(sentinel_set,
         print(f"\n[sentinel primary SIGKILL] promoted after {promoted_s:.1f} s; /ready 200 {ready_s:.1f} s after "
               f"the kill; every reader ended within {total_s:.1f} s; outcomes "
               f"{sorted({(s['status'], s['attempt'], s['tokens']) for s in summaries})}")
+
+
+def test_cluster_two_gateways_worker_sigkill_and_master_failover(cluster, redis_server, fault_settings, capsys):
+    # Celery cannot use a cluster: the broker is a standalone server.
+    settings = _settings(fault_settings, broker_url=redis_server.url)
+    with Stack(cluster.url, settings, workers=2) as stack:
+        stack.add_gateway()
+        _fresh_job_runs(stack)
+        _worker_sigkill(stack)
+        stack.add_worker()
+        processes = [p for p in stack.workers + stack.gateways if p.alive()]
+
+        # Jobs on every master, so whichever dies holds some of them.
+        job_ids = [submit(stack.urls[i % 2], FAILOVER_JOB) for i in range(4)]
+        readers = {job_id: readers_mid_stream(stack.urls, job_id, count=2) for job_id in job_ids}
+        victim = cluster.master_of(stack_key(settings, job_ids[0]))
+        killed_at = time.monotonic()
+        cluster.kill(victim)
+        healthy_s = cluster.wait_healthy(timeout_s=60)
+        ready_s = wait_ready(stack.url, timeout_s=60) + healthy_s
+        summaries = _readers_end_well(stack, job_ids, readers)
+        _no_job_stuck(stack, job_ids)
+        assert all(p.alive() for p in processes), "no worker or gateway may exit on a failover"
+        _fresh_job_runs(stack)
+        total_s = time.monotonic() - killed_at
+    with capsys.disabled():
+        print(f"\n[cluster master SIGKILL] replica took over after {healthy_s:.1f} s; /ready 200 {ready_s:.1f} s "
+              f"after the kill; every reader ended within {total_s:.1f} s; outcomes "
+              f"{sorted({(s['status'], s['attempt'], s['tokens']) for s in summaries})}")
+
+
+def stack_key(settings: dict, job_id: str) -> str:
+    return f"{settings['key_prefix']}:{{{job_id}}}:events"
