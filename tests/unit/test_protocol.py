@@ -81,13 +81,13 @@ def test_keys_share_the_job_hash_tag():
     assert keys.meta(JOB_ID) == f"tr:{{{JOB_ID}}}:meta"
     assert keys.lease(JOB_ID) == f"tr:{{{JOB_ID}}}:lease"
     assert keys.live(JOB_ID) == f"tr:{{{JOB_ID}}}:live"
-    assert (keys.workers, keys.cancel_channel) == ("tr:{tr:workers}", "tr:cancel")
+    assert (keys.workers, keys.cancel_channel) == ("tr:workers", "tr:cancel")
 
 
-def test_indexes_are_buckets_with_hash_tags_of_their_own():
+def test_indexes_are_buckets_spread_over_slots():
     keys = Keys("tr")
     assert len(set(keys.running_buckets)) == len(set(keys.recent_buckets)) == INDEX_BUCKETS
-    assert keys.running_buckets[7] == "tr:{tr:running:07}" and keys.recent_buckets[0] == "tr:{tr:recent:00}"
+    assert keys.running_buckets[7] == "tr:running:07" and keys.recent_buckets[0] == "tr:recent:00"
     # A job's bucket comes from its id; ids spread over every bucket.
     assert keys.running(JOB_ID) == keys.running_buckets[bucket_of(JOB_ID)]
     assert {bucket_of(protocol.new_job_id()) for _ in range(2_000)} == set(range(INDEX_BUCKETS))

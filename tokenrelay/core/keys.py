@@ -2,10 +2,11 @@
 
 Each script and transaction touches one Redis Cluster slot, and the same layout runs on one server:
 - a job's keys (record, stream, lease, notification channel) share the hash tag `{<job id>}`;
-- the indexes of running and recent jobs are split into `INDEX_BUCKETS` buckets, each with a hash tag
-  of its own (`{<prefix>:running:07}`); a job belongs to one bucket of each, chosen from its id, and
-  the reapers and the job list walk all buckets;
-- the worker heartbeats are one key with its own hash tag, written one command at a time.
+- the indexes of running and recent jobs are split into `INDEX_BUCKETS` buckets (`<prefix>:running:07`),
+  keys of their own, so of their own slots, spread over a cluster's masters; a job belongs to one bucket
+  of each, chosen from its id, and the reapers and the job list walk all buckets;
+- the worker heartbeats are one key, written one command at a time.
+Keys that are only ever used alone need no hash tag: a cluster puts each in the slot of its name.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ class Keys:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.workers = f"{prefix}:{{{prefix}:workers}}"  # zset: worker id -> last heartbeat (ms)
+        self.workers = f"{prefix}:workers"  # zset: worker id -> last heartbeat (ms)
         self.cancel_channel = f"{prefix}:{CANCEL_CHANNEL_SUFFIX}"  # pub/sub: job ids to cancel
         self.running_buckets = [self._bucket("running", n) for n in range(INDEX_BUCKETS)]
         self.recent_buckets = [self._bucket("recent", n) for n in range(INDEX_BUCKETS)]
 
     def _bucket(self, index: str, number: int) -> str:
-        return f"{self.prefix}:{{{self.prefix}:{index}:{number:02d}}}"
+        return f"{self.prefix}:{index}:{number:02d}"
 
     def running(self, job_id: str) -> str:
         """The bucket of running jobs that holds `job_id` (zset: job id -> when to check its lease, ms)."""
