@@ -25,7 +25,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tokenrelay.core import protocol
-from tokenrelay.sse import Event, SSEParser
+from tokenrelay.events import Event
+from tokenrelay.sse import SSEParser
 
 from .errors import ERROR_RESPONSES
 from .openai_schemas import ChatCompletionRequest

@@ -24,9 +24,9 @@ from collections import Counter
 from redis.asyncio import Redis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tokenrelay.core import protocol
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
+from tokenrelay.core.status import TERMINAL_STATUSES
 from tokenrelay.errors import LimitExceeded
 
 from .auth import STATE_FIELD, Principal
@@ -101,7 +101,7 @@ async def admit_active_job(redis: Redis, keys: Keys, settings: Settings, princip
             for member in members:
                 pipe.hget(keys.meta(member), "status")
             statuses = await pipe.execute()
-        done = [m for m, s in zip(members, statuses) if s is None or s.decode() in protocol.TERMINAL_STATUSES]
+        done = [m for m, s in zip(members, statuses) if s is None or s.decode() in TERMINAL_STATUSES]
         if done:
             await redis.zrem(key, *done)
     async with redis.pipeline(transaction=True) as pipe:

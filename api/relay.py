@@ -37,11 +37,13 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tokenrelay import events
 from tokenrelay.core import protocol
 from tokenrelay.core.connections import RedisTarget, subscriber_connector
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.protocol import EventId
 from tokenrelay.core.shardsub import ShardSubscriber
+from tokenrelay.core.status import JobStatus
 
 from .filters import EntryView, StreamFilter
 
@@ -49,10 +51,8 @@ log = logging.getLogger("tokenrelay.gateway.relay")
 
 END_EVENT = b"end"
 HISTORY_RETRY_DELAYS_S = (0.1, 0.5, 1.0)
-LOST_ERROR = protocol.dumps({"type": "job_lost", "message": "the job's data was lost when the job store "
-                             "restarted without persistence; submit the job again"}).encode()
-LOST_END = protocol.dumps({"status": "failed", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
-                           "finish_reason": "error"}).encode()
+LOST_ERROR = protocol.dumps(events.error("job_lost").data).encode()
+LOST_END = protocol.dumps(events.end(JobStatus.FAILED).data).encode()
 
 
 def _entry_id(raw: bytes) -> EventId:

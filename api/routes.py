@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from tokenrelay.core import protocol
 from tokenrelay.core.protocol import EventId
 from tokenrelay.core.registry import check_model
+from tokenrelay.core.status import CancelOutcome, JobStatus
 from tokenrelay.core.store import JobRecord, load_job
 from tokenrelay.errors import (
     InvalidEventId,
@@ -170,7 +171,7 @@ async def submit_job(body: JobRequest, request: Request, response: Response) -> 
         return _sse_response(request, record.id, None,
                              {"Location": f"/v1/jobs/{record.id}", "X-Tokenrelay-Job-Id": record.id}, fresh=True)
     response.headers["Location"] = f"/v1/jobs/{record.id}"
-    return JobCreated(id=record.id, status="queued", model=record.model, created_at=record.created_at,
+    return JobCreated(id=record.id, status=JobStatus.QUEUED, model=record.model, created_at=record.created_at,
                       stream_url=_stream_url(record.id), metadata=body.metadata, graph=body.graph)
 
 
@@ -222,18 +223,18 @@ async def stream_job(
 async def cancel_job(job_id: str, request: Request) -> JSONResponse:
     state = request.app.state
     await _record(request, job_id)
-    outcome = await state.scripts.cancel(job_id, state.settings.retention_s)
-    if outcome == "missing":
+    outcome, status = await state.scripts.cancel(job_id, state.settings.retention_s)
+    if outcome == CancelOutcome.MISSING:
         raise JobNotFound(job_id)
-    if outcome.startswith("finished:"):
-        status = outcome.removeprefix("finished:")
+    if outcome == CancelOutcome.FINISHED:
         result = CancelResult(id=job_id, status=status, cancelled=False, detail=f"job already {status}; nothing to do")
         return JSONResponse(result.model_dump(), status_code=200)
-    if outcome == "cancelling":
+    if outcome == CancelOutcome.CANCELLING:
         await state.redis.publish(state.keys.cancel_channel, job_id)
         detail = "cancel requested; the worker stops before its next token"
     else:
         detail = "job cancelled before it started"
+    # `status` says what the call did: "cancelling" (a worker stops it) or "cancelled" (it was queued).
     result = CancelResult(id=job_id, status=outcome, cancelled=True, detail=detail)
     return JSONResponse(result.model_dump(), status_code=202)
 

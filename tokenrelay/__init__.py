@@ -3,7 +3,7 @@
 from .client import AsyncClient, Client
 from .core.settings import Settings, load_settings
 from .errors import ClientError, TokenRelayError
-from .sse import Event
+from .events import Event
 
 __all__ = ["AsyncClient", "Client", "ClientError", "Event", "Settings", "TokenRelayError", "load_settings"]
 __version__ = "0.1.0"

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 
 from .errors import ClientError
-from .sse import Event, SSEParser
+from .events import Event
+from .sse import SSEParser
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 RECONNECT_DELAYS_S = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)

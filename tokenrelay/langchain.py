@@ -25,7 +25,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 
 from .client import DEFAULT_BASE_URL, AsyncClient, Client
 from .errors import ClientError
-from .sse import Event
+from .events import Event
 
 ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 

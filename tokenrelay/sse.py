@@ -4,21 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
-
-@dataclass(frozen=True)
-class Event:
-    """One event of a job's stream, as a client receives it."""
-
-    id: str | None
-    event: str
-    data: Any  # decoded JSON
-
-    @property
-    def is_end(self) -> bool:
-        return self.event == "end"
+from .events import Event
 
 
 class SSEParser:
@@ -52,7 +39,7 @@ class SSEParser:
                 self._event = ""
                 return None
             raw = "\n".join(self._data)
-            event = Event(self._id, self._event or "message", json.loads(raw) if raw else None)
+            event = Event(self._event or "message", json.loads(raw) if raw else None, self._id)
             self._event, self._data = "", []
             return event
         if line.startswith(":"):

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
+from tokenrelay import events
 from tokenrelay.core import protocol
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
+from tokenrelay.core.status import FinishOutcome, JobStatus, StartOutcome
 from tokenrelay.core.store import JobScripts, load_job, utc_now
 from tokenrelay.engine import graphs, runner
 from tokenrelay.engine.models import GenerationParams, build_chat_model
@@ -62,25 +64,25 @@ async def execute_job(services: JobServices, job_id: str) -> str:
     # reapers look at, never a running job they cannot find.
     await services.scripts.track([job_id], int(time.time() * 1000) + services.lease_ms)
     state, attempt = await services.scripts.start(job_id, services.lease_ms, services.running_ttl_s)
-    if state not in ("started", "cancel"):
+    if not state.runs:
         log.info("job %s not run: %s", job_id, state)
-        if state in ("missing", "finished"):
+        if state in (StartOutcome.MISSING, StartOutcome.FINISHED):
             await services.scripts.untrack(job_id)
         return state
     record = await load_job(services.redis, services.keys, job_id)
     if record is None:
-        return "missing"
+        return StartOutcome.MISSING
     job = RunningJob(job_id, attempt, asyncio.current_task())
     services.running[job_id] = job
     stream = services.publisher.open(job_id, attempt, job.stop)
     if attempt > 1:
-        stream.emit(runner.reset_event(attempt, "worker_lost"))
-    stream.emit(runner.metadata_event(job_id, attempt, record.model, record.request.get("graph")))
+        stream.emit(events.reset(attempt, "worker_lost"))
+    stream.emit(events.metadata(job_id, attempt, record.model, record.request.get("graph")))
     log.info("job %s attempt %d started", job_id, attempt)
     outcome = runner.Outcome()
-    status, error = "succeeded", None
+    status, error = JobStatus.SUCCEEDED, None
     try:
-        if state == "cancel":  # cancelled while it waited in the queue
+        if state == StartOutcome.CANCEL:  # cancelled while it waited in the queue
             job.stop_reason = "cancelled"
             raise asyncio.CancelledError
         async with asyncio.timeout(services.settings.job_timeout_s):
@@ -91,20 +93,18 @@ async def execute_job(services: JobServices, job_id: str) -> str:
         asyncio.current_task().uncancel()
         if job.stop_reason == "superseded":
             log.warning("job %s attempt %d superseded by a newer attempt", job_id, attempt)
-            return "superseded"
-        status = "cancelled" if job.stop_reason == "cancelled" else "failed"
-        if status == "failed":
-            kind = "store_full" if job.stop_reason == "store_full" else "internal_error"
-            error = {"type": kind, "message": runner.SAFE_ERRORS[kind]}
+            return FinishOutcome.SUPERSEDED
+        status = JobStatus.CANCELLED if job.stop_reason == "cancelled" else JobStatus.FAILED
+        if status == JobStatus.FAILED:
+            error = events.error("store_full" if job.stop_reason == "store_full" else "internal_error")
     except Exception as exc:  # noqa: BLE001 - every failure ends the job; the text stays in the log
         log.exception("job %s attempt %d failed", job_id, attempt)
-        event = runner.error_event(exc)
-        error = event.data
-        status = "failed"
+        error = runner.error_event(exc)
+        status = JobStatus.FAILED
     finally:
         services.running.pop(job_id, None)
     if error:
-        stream.emit(runner.Event(protocol.ERROR, error))
+        stream.emit(error)
     await stream.flushed()
     return await _finish(services, stream, record.model, status, outcome, error)
 
@@ -129,30 +129,30 @@ async def _generate(services: JobServices, record, stream: JobStream, outcome: r
     policy = RetryPolicy(settings.provider_attempts, tuple(settings.provider_retry_delays_s))
     metrics = worker_metrics()
     async for event in with_retries(run, outcome, policy, stream.attempt):
-        if outcome.tokens == 0 and event.type == protocol.TOKEN:
+        if outcome.tokens == 0 and event.event == events.TOKEN:
             metrics.first_token(record.created_at)
         stream.emit(event)
     metrics.tokens.inc(outcome.tokens)
 
 
 async def _finish(
-    services: JobServices, stream: JobStream, model: str, status: str, outcome: runner.Outcome, error: dict | None
+    services: JobServices, stream: JobStream, model: str, status: JobStatus, outcome: runner.Outcome,
+    error: events.Event | None,
 ) -> str:
-    finish_reason = {"cancelled": "cancelled", "failed": "error"}.get(status, outcome.finish_reason)
-    end = runner.end_event(status, outcome, finish_reason)
+    end = events.end(status, outcome.final_usage, outcome.finish_reason)
     fields = {
         "status": status,
         "finished_at": utc_now(),
         "output_text": outcome.text,
         "usage": protocol.dumps(end.data["usage"]),
-        "finish_reason": finish_reason or "",
+        "finish_reason": end.data["finish_reason"] or "",
     }
     if outcome.state is not None:
         fields["output_state"] = protocol.dumps(outcome.state)
     if error:
-        fields["error"] = protocol.dumps(error)
+        fields["error"] = protocol.dumps(error.data)
     # A stream that lost its writes could not carry the error event: the finish writes it.
-    error_entry = (stream.reserve_id(), protocol.dumps(error)) if error and stream.lost_reason else None
+    error_entry = (stream.reserve_id(), protocol.dumps(error.data)) if error and stream.lost_reason else None
     written = await services.scripts.finish(
         stream.job_id,
         stream.attempt,
@@ -162,9 +162,9 @@ async def _finish(
         fields,
         error_entry,
     )
-    if written == 0:
+    if written == FinishOutcome.SUPERSEDED:
         log.warning("job %s attempt %d superseded before it finished", stream.job_id, stream.attempt)
-        return "superseded"
+        return written
     await services.scripts.untrack(stream.job_id)
     log.info("job %s attempt %d %s (%d tokens)", stream.job_id, stream.attempt, status, outcome.tokens)
     return status

@@ -28,7 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tokenrelay.core import protocol
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.protocol import EventId
-from tokenrelay.engine.runner import Event
+from tokenrelay.events import TOKEN, Event
 
 log = logging.getLogger("tokenrelay.worker.publisher")
 
@@ -37,7 +37,7 @@ MERGE_KEYS_IGNORED = ("text", "index", "count", "ts")
 
 
 def _mergeable(pending: Event, new: Event) -> bool:
-    if pending.type != protocol.TOKEN or new.type != protocol.TOKEN:
+    if pending.event != TOKEN or new.event != TOKEN:
         return False
     return all(pending.data.get(k) == new.data.get(k) for k in new.data if k not in MERGE_KEYS_IGNORED) and all(
         k in new.data for k in pending.data if k not in MERGE_KEYS_IGNORED
@@ -48,7 +48,7 @@ def _merge(pending: Event, new: Event) -> Event:
     data = dict(pending.data)
     data["text"] = pending.data["text"] + new.data["text"]
     data["count"] = pending.data.get("count", 1) + new.data.get("count", 1)
-    return Event(pending.type, data)
+    return Event(pending.event, data)
 
 
 def _failure_reason(failures: list[Exception]) -> str:
@@ -77,9 +77,9 @@ class JobStream:
     def emit(self, event: Event) -> None:
         if self.lost_reason:
             return
-        if self.publisher.event_timestamps and event.type == protocol.TOKEN:
+        if self.publisher.event_timestamps and event.event == TOKEN:
             # Production time of the (first) token, for measuring delivery lag end to end.
-            event = Event(event.type, {**event.data, "ts": time.time()})
+            event = Event(event.event, {**event.data, "ts": time.time()})
         if self.pending and _mergeable(self.pending[-1], event):
             self.pending[-1] = _merge(self.pending[-1], event)
         else:
@@ -183,7 +183,7 @@ class StreamPublisher:
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream, entries in batches:
                 for event_id, event in entries:
-                    pipe.xadd(stream.key, protocol.encode_fields(event.type, event.data), id=event_id)
+                    pipe.xadd(stream.key, protocol.encode_fields(event.event, event.data), id=event_id)
                 if stream.first_write:
                     pipe.expire(stream.key, self.running_ttl_s)
                 # Gateways following the job read it again (api/relay.py); the id is for debugging only.

@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 
 from tokenrelay.core.connections import async_client
 from tokenrelay.core.keys import Keys
-from tokenrelay.core.protocol import TERMINAL_STATUSES
+from tokenrelay.core.status import TERMINAL_STATUSES, ClaimOutcome
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
 from tokenrelay.engine import graphs
@@ -41,6 +41,7 @@ log = logging.getLogger("tokenrelay.worker")
 POOL_WAIT_S = 20.0
 REAP_BATCH = 100  # per bucket and round
 CLOSE_WAIT_S = 3.0
+
 
 class WorkerRuntime:
     def __init__(self, settings: Settings, enqueue: Callable[[str], None]) -> None:
@@ -178,11 +179,11 @@ class WorkerRuntime:
                 if job_id in services.running:  # ours and alive: this loop was just slow to renew
                     continue
                 outcome = await services.scripts.claim_lost(job_id)
-                if outcome == "alive":  # another worker holds it; look again in a lease's time
+                if outcome == ClaimOutcome.ALIVE:  # another worker holds it; look again in a lease's time
                     await services.scripts.track([job_id], now_ms + services.lease_ms)
                     continue
                 await services.scripts.untrack(job_id, score)
-                if outcome == "claimed":
+                if outcome == ClaimOutcome.CLAIMED:
                     log.warning("job %s lost its worker; queued again", job_id)
                     await asyncio.to_thread(self.enqueue, job_id)
 

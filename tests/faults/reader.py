@@ -8,7 +8,8 @@ import time
 
 import httpx
 
-from tokenrelay.sse import Event, SSEParser
+from tokenrelay.events import Event
+from tokenrelay.sse import SSEParser
 
 RECONNECT_DELAY_S = 0.1
 

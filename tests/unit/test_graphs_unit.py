@@ -21,7 +21,8 @@ from tokenrelay.engine.arithmetic import NotArithmetic, evaluate, find_expressio
 from tokenrelay.engine.demo import DemoChatModel
 from tokenrelay.engine.examples.calculator_agent import calculator
 from tokenrelay.engine.retry import RetryPolicy, is_retryable, with_retries
-from tokenrelay.engine.runner import Event, Outcome
+from tokenrelay.engine.runner import Outcome
+from tokenrelay.events import Event
 from tokenrelay.errors import InvalidRequest, UnknownGraph
 from worker.publisher import _mergeable
 
@@ -86,18 +87,18 @@ def _run(graph, graph_input, modes):
 def test_stream_graph_keeps_only_the_fields_clients_use():
     events, outcome = _run(_small_graph(DemoChatModel(max_tokens=4, tokens_per_second=0)), {"topic": "hi"},
                            ["messages", "custom", "updates", "values"])
-    kinds = [e.type for e in events]
+    kinds = [e.event for e in events]
     assert kinds[0] == "value" and "custom" in kinds and kinds.count("token") == 4
-    first = next(e for e in events if e.type == "token")
+    first = next(e for e in events if e.event == "token")
     assert set(first.data) == {"text", "index", "node", "tags", "run_id", "step", "model"}
     assert first.data["node"] == "call_model" and first.data["tags"] == ["mine"] and first.data["model"] == "demo"
-    assert [e.data["index"] for e in events if e.type == "token"] == [0, 1, 2, 3]
+    assert [e.data["index"] for e in events if e.event == "token"] == [0, 1, 2, 3]
     assert outcome.state == {"topic": "hi", "out": "You asked: hi Here"} and outcome.text == ""
     assert outcome.usage["output_tokens"] == 4
     # Only the modes asked for become events; the output is there all the same.
     events, outcome = _run(_small_graph(DemoChatModel(max_tokens=4, tokens_per_second=0)), {"topic": "hi"},
                            ["custom"])
-    assert [e.type for e in events] == ["custom"] and outcome.state["out"] == "You asked: hi Here"
+    assert [e.event for e in events] == ["custom"] and outcome.state["out"] == "You asked: hi Here"
 
 
 def test_unknown_graph_lists_the_registered_ones():
@@ -147,10 +148,10 @@ def _connection_error() -> Exception:
 
 def test_retry_before_any_event_is_invisible_and_after_events_sends_reset():
     run, calls = _failing_run(1, _connection_error(), 0)
-    assert [e.type for e in _collect(run)] == ["token"] and calls["n"] == 2
+    assert [e.event for e in _collect(run)] == ["token"] and calls["n"] == 2
     run, calls = _failing_run(1, _connection_error(), 2)
     events = _collect(run)
-    assert [e.type for e in events] == ["token", "token", "reset", "token", "token", "token"]
+    assert [e.event for e in events] == ["token", "token", "reset", "token", "token", "token"]
     assert events[2].data == {"attempt": 1, "reason": "provider_retry"}
 
 

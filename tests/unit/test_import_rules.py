@@ -49,5 +49,6 @@ def test_each_role_loads_only_what_it_needs(role, code, forbidden):
 
 def test_the_core_never_imports_langchain_the_worker_or_the_cli():
     modules = modules_after("import tokenrelay.core.protocol, tokenrelay.core.keys, tokenrelay.core.store, "
-                            "tokenrelay.core.tasks, tokenrelay.core.registry, tokenrelay.core.logs")
+                            "tokenrelay.core.tasks, tokenrelay.core.registry, tokenrelay.core.logs, tokenrelay.core.status, "
+                            "tokenrelay.core.lua, tokenrelay.events")
     assert not [name for name in HEAVY + ("api", "tokenrelay.cli", "tokenrelay.engine") if loaded(modules, name)]

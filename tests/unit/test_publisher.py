@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from tokenrelay.core import protocol
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.protocol import new_job_id
-from tokenrelay.engine.runner import Event
+from tokenrelay.events import Event
 from worker.publisher import StreamPublisher
 
 RUNNING_TTL_S = 600

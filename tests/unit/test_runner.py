@@ -13,6 +13,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 
+from tokenrelay import events
 from tokenrelay.core import protocol
 from tokenrelay.core.settings import Settings
 from tokenrelay.engine import runner
@@ -52,7 +53,7 @@ def run(model: BaseChatModel, prompt: str = "hello") -> tuple[list[runner.Event]
 @pytest.mark.parametrize("max_tokens", [1, 9, 100])
 def test_stream_chat_over_demo_model(max_tokens):
     events, outcome = run(DemoChatModel(max_tokens=max_tokens, tokens_per_second=0), "a b c")
-    assert [e.type for e in events] == [protocol.TOKEN] * max_tokens
+    assert [e.event for e in events] == [protocol.TOKEN] * max_tokens
     assert [e.data["index"] for e in events] == list(range(max_tokens))
     assert all(set(e.data) == {"text", "index"} and e.data["text"] for e in events)
     assert outcome.text == "".join(e.data["text"] for e in events)
@@ -112,13 +113,13 @@ def test_to_langchain_messages_maps_roles():
 
 def test_end_event_carries_usage_or_counts_tokens():
     outcome = runner.Outcome(text_parts=["a", "b"], tokens=2)
-    end = runner.end_event("cancelled", outcome, "cancelled")
-    assert end.type == protocol.END
+    end = events.end("cancelled", outcome.final_usage, "cancelled")
+    assert end.event == protocol.END
     assert end.data == {"status": "cancelled", "finish_reason": "cancelled",
                         "usage": {"input_tokens": 0, "output_tokens": 2, "total_tokens": 2}}
     outcome.usage = {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7}
-    assert runner.end_event("succeeded", outcome, "stop").data["usage"] == outcome.usage
-    assert runner.end_event("failed", None, "error").data["usage"]["output_tokens"] == 0
+    assert events.end("succeeded", outcome.final_usage, "stop").data["usage"] == outcome.usage
+    assert events.end("failed", None, "error").data["usage"]["output_tokens"] == 0
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -147,8 +148,8 @@ REQUEST = httpx.Request("POST", f"https://api.example.test/v1/chat/completions?k
 )
 def test_error_event_is_classified_and_never_carries_exception_text(exc, kind):
     event = runner.error_event(exc)
-    assert event.type == protocol.ERROR
-    assert event.data == {"type": kind, "message": runner.SAFE_ERRORS[kind]}
+    assert event.event == protocol.ERROR
+    assert event.data == {"type": kind, "message": events.ERROR_MESSAGES[kind]}
     assert SECRET not in protocol.dumps(event.data)
     assert "sk-" not in protocol.dumps(event.data)
 

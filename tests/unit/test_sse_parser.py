@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from tokenrelay.sse import Event, SSEParser
+from tokenrelay.events import Event
+from tokenrelay.sse import SSEParser
 
 STREAM = (
     ": keepalive\n\n"
@@ -18,10 +19,10 @@ STREAM = (
     "id: 1-3\nevent: end\ndata: {\"status\":\"succeeded\"}\n\n"
 )
 EXPECTED = [
-    Event("1-0", "metadata", {"job_id": "abc", "attempt": 1}),
-    Event("1-1", "token", {"text": "Hello", "index": 0}),
-    Event("1-2", "token", {"text": " world", "index": 1}),
-    Event("1-3", "end", {"status": "succeeded"}),
+    Event("metadata", {"job_id": "abc", "attempt": 1}, "1-0"),
+    Event("token", {"text": "Hello", "index": 0}, "1-1"),
+    Event("token", {"text": " world", "index": 1}, "1-2"),
+    Event("end", {"status": "succeeded"}, "1-3"),
 ]
 
 
@@ -60,9 +61,9 @@ def test_lf_cr_and_crlf_line_endings(newline):
 def test_mixed_line_endings_with_crlf_split_across_chunks():
     # The CR of a CRLF ends one chunk and its LF starts the next: one line end, not two.
     chunks = ["id: 7-0\r", "\nevent: token\r", "\ndata: {\"text\":\"a\"}\r", "\n\r", "\n"]
-    assert parse(chunks) == [Event("7-0", "token", {"text": "a"})]
+    assert parse(chunks) == [Event("token", {"text": "a"}, "7-0")]
     chunks = ["data: 1\r", "\r", "data: 2\n", "\r\n", "data: 3\r\n\n"]
-    assert parse(chunks) == [Event(None, "message", 1), Event(None, "message", 2), Event(None, "message", 3)]
+    assert parse(chunks) == [Event("message", 1), Event("message", 2), Event("message", 3)]
 
 
 def test_event_ended_by_cr_is_yielded_without_waiting_for_more_input():
@@ -70,46 +71,46 @@ def test_event_ended_by_cr_is_yielded_without_waiting_for_more_input():
     # line of this event has been seen, so the event must come out now, not when (or if) more
     # bytes arrive; at the end of a response it would otherwise be lost.
     parser = SSEParser()
-    assert list(parser.feed("id: 1-0\revent: end\rdata: {}\r\r")) == [Event("1-0", "end", {})]
-    assert list(parser.feed("\ndata: 2\r\n\r\n")) == [Event("1-0", "message", 2)]
+    assert list(parser.feed("id: 1-0\revent: end\rdata: {}\r\r")) == [Event("end", {}, "1-0")]
+    assert list(parser.feed("\ndata: 2\r\n\r\n")) == [Event("message", 2, "1-0")]
 
 
 def test_event_is_yielded_as_soon_as_its_blank_line_arrives():
     parser = SSEParser()
     assert list(parser.feed("event: token\ndata: 1\n")) == []
-    assert list(parser.feed("\n")) == [Event(None, "token", 1)]
+    assert list(parser.feed("\n")) == [Event("token", 1)]
 
 
 def test_comments_are_ignored():
     assert parse([": keepalive\n\n:another\n: data: 5\n\n"]) == []
-    assert parse([": x\ndata: 5\n: y\n\n"]) == [Event(None, "message", 5)]
+    assert parse([": x\ndata: 5\n: y\n\n"]) == [Event("message", 5)]
 
 
 def test_multi_line_data_is_joined_with_newlines():
-    assert parse(['data: {"a":\ndata: [1,\ndata: 2]}\n\n']) == [Event(None, "message", {"a": [1, 2]})]
+    assert parse(['data: {"a":\ndata: [1,\ndata: 2]}\n\n']) == [Event("message", {"a": [1, 2]})]
     # Joined with "\n", not "": two numbers do not become 12 (the joined text is not one JSON value).
     with pytest.raises(ValueError):
         parse(["data: 1\ndata: 2\n\n"])
 
 
 def test_single_space_after_colon_is_optional_and_only_one_is_removed():
-    assert parse(['data:"x"\n\n']) == [Event(None, "message", "x")]
-    assert parse(['event:  token\ndata: 1\n\n']) == [Event(None, " token", 1)]
+    assert parse(['data:"x"\n\n']) == [Event("message", "x")]
+    assert parse(['event:  token\ndata: 1\n\n']) == [Event(" token", 1)]
 
 
 def test_id_persists_until_changed_and_event_type_does_not():
     text = "id: 1-0\nevent: token\ndata: 1\n\ndata: 2\n\nid: 1-5\ndata: 3\n\n"
     assert parse([text]) == [
-        Event("1-0", "token", 1),
-        Event("1-0", "message", 2),
-        Event("1-5", "message", 3),
+        Event("token", 1, "1-0"),
+        Event("message", 2, "1-0"),
+        Event("message", 3, "1-5"),
     ]
 
 
 def test_event_without_data_is_not_dispatched_and_does_not_leak_its_type():
     text = "id: 2-0\nevent: token\n\ndata: 9\n\n"
     # Nothing for the first block; the id is still recorded; the type is reset.
-    assert parse([text]) == [Event("2-0", "message", 9)]
+    assert parse([text]) == [Event("message", 9, "2-0")]
 
 
 def test_incomplete_event_is_not_dispatched():

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from tokenrelay.core import protocol
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.protocol import new_job_id
+from tokenrelay.core.status import FinishOutcome
 from tokenrelay.core.store import JobScripts, create_job, load_job
 
 TTL_S = 600
@@ -108,16 +109,16 @@ def test_start_after_the_lease_expired_is_a_new_attempt(redis_server):
 def test_cancel_a_queued_job_ends_it_at_once(redis_server):
     async def scenario(store):
         job_id = await store.new_job()
-        assert await store.scripts.cancel(job_id, TTL_S) == "cancelled"
+        assert await store.scripts.cancel(job_id, TTL_S) == ("cancelled", "cancelled")
         events = await store.events(job_id)
         assert [(i, e, d["status"], d["finish_reason"]) for i, e, d in events] == [("1-0", "end", "cancelled", "cancelled")]
         record = await load_job(store.redis, store.keys, job_id)
         assert (record.status, record.finish_reason, record.cancel_requested) == ("cancelled", "cancelled", True)
         assert record.finished and record.finished_at
         assert await store.scripts.start(job_id, LONG_LEASE_MS, TTL_S) == ("finished", 0)
-        assert await store.scripts.cancel(job_id, TTL_S) == "finished:cancelled"
+        assert await store.scripts.cancel(job_id, TTL_S) == ("finished", "cancelled")
         assert len(await store.events(job_id)) == 1
-        assert await store.scripts.cancel(new_job_id(), TTL_S) == "missing"
+        assert await store.scripts.cancel(new_job_id(), TTL_S) == ("missing", None)
 
     run(redis_server.url, scenario)
 
@@ -126,7 +127,7 @@ def test_cancel_a_running_job_asks_its_worker(redis_server):
     async def scenario(store):
         job_id = await store.new_job()
         await store.scripts.start(job_id, 50, TTL_S)
-        assert await store.scripts.cancel(job_id, TTL_S) == "cancelling"
+        assert await store.scripts.cancel(job_id, TTL_S) == ("cancelling", "running")
         record = await load_job(store.redis, store.keys, job_id)
         assert (record.status, record.cancel_requested) == ("running", True)
         assert await store.events(job_id) == []  # the worker writes the end
@@ -141,13 +142,14 @@ def test_finish_writes_end_and_record_once(redis_server):
         job_id = await store.new_job()
         await store.scripts.start(job_id, LONG_LEASE_MS, TTL_S)
         end = protocol.dumps({"status": "succeeded"})
-        assert await store.scripts.finish(job_id, 1, "1-3", end, TTL_S, finish_fields()) == 1
-        assert await store.scripts.finish(job_id, 1, "1-4", end, TTL_S, finish_fields("failed")) == 2
+        assert await store.scripts.finish(job_id, 1, "1-3", end, TTL_S, finish_fields()) == FinishOutcome.WRITTEN
+        again = await store.scripts.finish(job_id, 1, "1-4", end, TTL_S, finish_fields("failed"))
+        assert again == FinishOutcome.ALREADY_FINISHED
         assert await store.events(job_id) == [("1-3", "end", {"status": "succeeded"})]
         record = await load_job(store.redis, store.keys, job_id)
         assert (record.status, record.output_text, record.finish_reason) == ("succeeded", "hello", "stop")
         assert not await store.redis.exists(store.keys.lease(job_id))
-        assert await store.scripts.cancel(job_id, TTL_S) == "finished:succeeded"
+        assert await store.scripts.cancel(job_id, TTL_S) == ("finished", "succeeded")
         assert await store.scripts.start(job_id, LONG_LEASE_MS, TTL_S) == ("finished", 0)
 
     run(redis_server.url, scenario)
@@ -159,12 +161,12 @@ def test_finish_by_a_superseded_attempt_writes_nothing(redis_server):
         await store.scripts.start(job_id, 50, TTL_S)
         assert await store.start_after_lease_expires(job_id) == ("started", 2)
         end = protocol.dumps({"status": "succeeded"})
-        assert await store.scripts.finish(job_id, 1, "1-7", end, TTL_S, finish_fields()) == 0
+        assert await store.scripts.finish(job_id, 1, "1-7", end, TTL_S, finish_fields()) == FinishOutcome.SUPERSEDED
         assert await store.events(job_id) == []
         record = await load_job(store.redis, store.keys, job_id)
         assert (record.status, record.attempt, record.output_text) == ("running", 2, None)
-        assert await store.scripts.finish(job_id, 2, "2-0", end, TTL_S, finish_fields()) == 1
-        assert await store.scripts.finish(new_job_id(), 1, "1-0", end, TTL_S, finish_fields()) == 0
+        assert await store.scripts.finish(job_id, 2, "2-0", end, TTL_S, finish_fields()) == FinishOutcome.WRITTEN
+        assert await store.scripts.finish(new_job_id(), 1, "1-0", end, TTL_S, finish_fields()) == FinishOutcome.SUPERSEDED
 
     run(redis_server.url, scenario)
 

@@ -17,21 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidEventId, InvalidJobId
+from ..events import END, ERROR, EVENT_TYPES, METADATA, RESET, TOKEN  # noqa: F401 - the stream's event types
 
 JOB_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 EVENT_ID_PATTERN = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 MAX_ID_PART = 2**64 - 1
-
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-
-# Event types on a job's stream.
-METADATA = "metadata"
-TOKEN = "token"
-RESET = "reset"
-ERROR = "error"
-END = "end"
-EVENT_TYPES = (METADATA, TOKEN, RESET, ERROR, END)
 
 CANCEL_CHANNEL_SUFFIX = "cancel"
 

@@ -14,7 +14,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 
-from ..core import protocol
+from .. import events
 from ..core.registry import (
     CUSTOM,
     STREAM_MODES,
@@ -25,7 +25,8 @@ from ..core.registry import (
     check_graph,
 )
 from ..core.settings import Settings
-from .runner import Event, Outcome, _chunk_text, _valid_utf8
+from ..events import Event
+from .runner import Outcome, _chunk_text, _valid_utf8
 
 log = logging.getLogger("tokenrelay.engine.graphs")
 
@@ -155,7 +156,7 @@ async def stream_graph(graph: Any, graph_input: dict[str, Any], modes: list[str]
             _add_usage(outcome, message.usage_metadata)
             text = _valid_utf8(_chunk_text(message.content))
             if text and "messages" in wanted:
-                yield Event(protocol.TOKEN, _token_data(text, outcome.tokens, message, metadata))
+                yield Event(events.TOKEN, _token_data(text, outcome.tokens, message, metadata))
                 outcome.tokens += 1
                 outcome.text_parts.append(text)
         elif mode == "updates":
@@ -175,5 +176,4 @@ async def stream_graph(graph: Any, graph_input: dict[str, Any], modes: list[str]
     outcome.text_parts = [answer] if answer else []
     outcome.state = to_jsonable(outcome.state)
     outcome.finish_reason = outcome.finish_reason or "stop"
-    if not outcome.usage:
-        outcome.usage = {"input_tokens": 0, "output_tokens": outcome.tokens, "total_tokens": outcome.tokens}
+    outcome.usage = outcome.final_usage

@@ -9,7 +9,9 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from .runner import Event, Outcome, _causes, classify_error, reset_event
+from .. import events
+from ..events import Event
+from .runner import Outcome, _causes, classify_error
 
 log = logging.getLogger("tokenrelay.engine.retry")
 
@@ -60,5 +62,5 @@ async def with_retries(run: Callable[[], AsyncIterator[Event]], outcome: Outcome
                         type(exc).__name__)
         if emitted:
             outcome.clear()
-            yield reset_event(attempt, PROVIDER_RETRY)
+            yield events.reset(attempt, PROVIDER_RETRY)
         await asyncio.sleep(policy.delay_s(failures))

@@ -12,18 +12,11 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from ..core import protocol
+from .. import events
 from ..errors import ModelNotConfigured
+from ..events import Event
 
 ROLE_TO_MESSAGE = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
-
-
-@dataclass(frozen=True)
-class Event:
-    """One event of a job's stream, before it gets an id."""
-
-    type: str
-    data: dict[str, Any]
 
 
 @dataclass
@@ -39,6 +32,11 @@ class Outcome:
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+    @property
+    def final_usage(self) -> dict[str, int]:
+        """The provider's usage when it sent one; else the tokens counted here."""
+        return self.usage or events.usage(output_tokens=self.tokens)
 
     def clear(self) -> None:
         """Forget a failed try's output before the next one."""
@@ -85,45 +83,12 @@ async def stream_chat(model: BaseChatModel, messages: list[BaseMessage], outcome
         if finish_reason:
             outcome.finish_reason = finish_reason
         if text:
-            yield Event(protocol.TOKEN, {"text": text, "index": outcome.tokens})
+            yield Event(events.TOKEN, {"text": text, "index": outcome.tokens})
             outcome.tokens += 1
             outcome.text_parts.append(text)
     if outcome.finish_reason is None:
         outcome.finish_reason = "stop"
-    if not outcome.usage:
-        outcome.usage = {"input_tokens": 0, "output_tokens": outcome.tokens, "total_tokens": outcome.tokens}
-
-
-def metadata_event(job_id: str, attempt: int, model: str, graph: str | None = None) -> Event:
-    data = {"job_id": job_id, "attempt": attempt, "model": model}
-    if graph:
-        data["graph"] = graph
-    return Event(protocol.METADATA, data)
-
-
-def reset_event(attempt: int, reason: str) -> Event:
-    return Event(protocol.RESET, {"attempt": attempt, "reason": reason})
-
-
-def end_event(status: str, outcome: Outcome | None, finish_reason: str | None) -> Event:
-    usage = outcome.usage if outcome and outcome.usage else {
-        "input_tokens": 0,
-        "output_tokens": outcome.tokens if outcome else 0,
-        "total_tokens": outcome.tokens if outcome else 0,
-    }
-    return Event(protocol.END, {"status": status, "usage": usage, "finish_reason": finish_reason})
-
-
-# Errors a client may see: a type and a fixed, safe message. Provider text can carry secrets
-# or prompts, so it goes to the worker's log only.
-SAFE_ERRORS: dict[str, str] = {
-    "timeout": "the job ran longer than its time limit",
-    "provider_error": "the model provider returned an error",
-    "provider_unavailable": "the model provider could not be reached",
-    "configuration_error": "the model is not configured on the workers",
-    "internal_error": "the job failed on the worker",
-    "store_full": "the job store (Redis) is out of memory; the job was stopped",
-}
+    outcome.usage = outcome.final_usage
 
 
 PROVIDER_MODULES = ("openai", "langchain_openai", "httpx", "httpx2", "httpcore", "httpcore2", "h11")
@@ -153,5 +118,5 @@ def classify_error(exc: BaseException) -> str:
 
 
 def error_event(exc: BaseException) -> Event:
-    kind = classify_error(exc)
-    return Event(protocol.ERROR, {"type": kind, "message": SAFE_ERRORS[kind]})
+    """The client-safe `error` event for an exception: a type and a fixed message, never its text."""
+    return events.error(classify_error(exc))
