@@ -41,7 +41,7 @@ class GatewayMetrics:
                                       registry=registry)
         self.jobs = Gauge("tokenrelay_jobs", "Jobs by status: queued (task messages waiting in the broker) and "
                           "running (jobs holding a lease), cluster-wide.", ["status"], registry=registry)
-        self.queue_depth = Gauge("tokenrelay_queue_depth", "Task messages waiting in the Redis broker queue.",
+        self.queue_depth = Gauge("tokenrelay_queue_depth", "Task messages waiting in the broker's job queue.",
                                  registry=registry)
         self.workers = Gauge("tokenrelay_workers_alive", "Worker processes that renewed their heartbeat recently.",
                              registry=registry)
@@ -109,15 +109,18 @@ async def _refresh(request: Request, metrics: GatewayMetrics) -> None:
             for bucket in state.keys.running_buckets:
                 pipe.zcard(bucket)
             workers, *running_by_bucket = await pipe.execute()
-        running = sum(running_by_bucket)
-        queued = await state.redis.llen(state.settings.queue_name) if state.settings.broker_url is None else 0
     except RedisError as exc:
         metrics.redis_errors.labels("metrics").inc()
         log.warning("metrics: redis unavailable: %s", type(exc).__name__)
         return
     metrics.workers.set(workers)
-    metrics.jobs.labels("running").set(running)
-    if state.settings.broker_url is None:  # the queue lives in this Redis (a Celery list of task messages)
+    metrics.jobs.labels("running").set(sum(running_by_bucket))
+    try:
+        queued = await state.tasks.queue_depth(max_age_s=0)
+    except Exception as exc:  # noqa: BLE001 - the broker is down: the other figures still go out
+        log.warning("metrics: broker unavailable: %s", type(exc).__name__)
+        queued = None
+    if queued is not None:  # task messages waiting in the broker's queue (Redis list or AMQP queue)
         metrics.queue_depth.set(queued)
         metrics.jobs.labels("queued").set(queued)
 

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
+from tokenrelay.core.tasks import TaskSender
 from tokenrelay.core.status import TERMINAL_STATUSES
 from tokenrelay.errors import LimitExceeded
 
@@ -83,10 +84,9 @@ class RateLimit:
                              limit="rate_limit_per_minute", retry_after_s=retry_after)
 
 
-async def check_queue_depth(redis: Redis, settings: Settings) -> None:
-    if settings.broker_url is not None:
-        return
-    depth = await redis.llen(settings.queue_name)
+async def check_queue_depth(tasks: TaskSender, settings: Settings) -> None:
+    """Refuse a submit while `max_queued_jobs` messages wait in the broker's queue (any broker)."""
+    depth = await tasks.queue_depth()
     if depth >= settings.max_queued_jobs:
         raise LimitExceeded(f"the job queue is full ({settings.max_queued_jobs} jobs waiting, max_queued_jobs); "
                             "retry shortly", limit="max_queued_jobs", retry_after_s=QUEUE_RETRY_AFTER_S)

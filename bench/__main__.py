@@ -77,7 +77,7 @@ async def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _raise_fd_limit()
     sizes = scenarios.Sizes.quick() if args.quick else scenarios.Sizes()
-    concurrency = max(sizes.latency_jobs, sizes.throughput_jobs) // WORKERS + 50
+    concurrency = max(sizes.latency_jobs, sizes.throughput_jobs, *sizes.relay_live_jobs) // WORKERS + 50
     tokenrelay = lambda: TokenRelay(WORKERS, concurrency)  # noqa: E731
     naive = lambda: Naive(WORKERS, concurrency)  # noqa: E731
     started = time.monotonic()

@@ -7,15 +7,19 @@ LangChain. The worker builds its app from the same `create_celery_app` and adds 
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from celery import Celery
+from kombu.exceptions import ChannelError
 
 from .broker import SENTINEL_TRANSPORT
 from .broker import TRANSPORT as REDIS_TRANSPORT
 from .settings import Settings
 
 TASK_NAME = "tokenrelay.run_job"
+# Submits check the queue's depth (max_queued_jobs); one measurement serves the submits of this long.
+QUEUE_DEPTH_MAX_AGE_S = 0.25
 
 
 def create_celery_app(settings: Settings) -> Celery:
@@ -75,6 +79,8 @@ class TaskSender:
         self.app = app
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenrelay-send")
         self._producer = None
+        self._depth_channel = None
+        self._depth: tuple[float, int] | None = None  # (when measured, messages waiting)
 
     def _send(self, job_id: str) -> None:
         if self._producer is None:
@@ -86,6 +92,7 @@ class TaskSender:
             raise
 
     def _drop_producer(self) -> None:
+        self._depth_channel = None
         if self._producer is not None:
             try:
                 self._producer.release()
@@ -93,8 +100,38 @@ class TaskSender:
                 pass
             self._producer = None
 
+    def _measure_depth(self) -> int:
+        """Messages waiting in the job queue: a passive queue declare, on any broker (AMQP, Redis, Sentinel)."""
+        if self._producer is None:
+            self._producer = self.app.producer_pool.acquire(block=True)
+        try:
+            if self._depth_channel is None:
+                self._depth_channel = self._producer.connection.channel()
+            declared = self._depth_channel.queue_declare(queue=self.app.tokenrelay_settings.queue_name, passive=True)
+            return declared.message_count
+        except ChannelError as exc:
+            self._depth_channel = None  # a refused declare closes the channel (AMQP)
+            if getattr(exc, "code", None) == 404 or "NOT_FOUND" in str(exc):
+                return 0  # not declared yet: nothing was ever queued
+            raise
+        except Exception:
+            self._depth_channel = None
+            self._drop_producer()
+            raise
+
+    async def queue_depth(self, max_age_s: float = QUEUE_DEPTH_MAX_AGE_S) -> int:
+        """Messages waiting in the job queue, measured at most `max_age_s` ago."""
+        now = time.monotonic()
+        if self._depth is not None and now - self._depth[0] < max_age_s:
+            return self._depth[1]
+        depth = await asyncio.get_running_loop().run_in_executor(self._executor, self._measure_depth)
+        self._depth = (now, depth)
+        return depth
+
     async def send(self, job_id: str) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._send, job_id)
+        if self._depth is not None:  # until the next measurement, count what this process queued
+            self._depth = (self._depth[0], self._depth[1] + 1)
 
     def close(self) -> None:
         self._executor.submit(self._drop_producer).result()
