@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test install browser bench
+.PHONY: dev test install browser rabbitmq bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,10 @@ dev: $(BIN)/python
 browser:
 	bash scripts/ensure-chromium.sh
 
-test: install browser
+rabbitmq:
+	bash scripts/ensure-rabbitmq.sh
+
+test: install browser rabbitmq
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(BIN)/python
