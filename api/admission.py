@@ -38,7 +38,7 @@ def forget_later(state, principal, job_id: str) -> None:
 
 async def admit(state, principal, job_id: str, model: str, request_doc: dict, metadata: dict) -> JobRecord:
     """Quotas, then the record, then the broker; undone if the broker refuses."""
-    await check_queue_depth(state.tasks, state.settings)
+    await check_queue_depth(state)
     await admit_active_job(state.redis, state.keys, state.settings, principal, job_id)
     ttl_s = int(state.settings.retention_s + state.settings.job_timeout_s)
     try:

@@ -24,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tokenrelay.core.protocol import EventId
 
+from .quotas import queue_depth
 from .relay import Relay
 
 log = logging.getLogger("tokenrelay.gateway")
@@ -116,7 +117,7 @@ async def _refresh(request: Request, metrics: GatewayMetrics) -> None:
     metrics.workers.set(workers)
     metrics.jobs.labels("running").set(sum(running_by_bucket))
     try:
-        queued = await state.tasks.queue_depth(max_age_s=0)
+        queued = await queue_depth(state, max_age_s=0)
     except Exception as exc:  # noqa: BLE001 - the broker is down: the other figures still go out
         log.warning("metrics: broker unavailable: %s", type(exc).__name__)
         queued = None

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
-from tokenrelay.core.tasks import TaskSender
+from tokenrelay.core.tasks import QUEUE_DEPTH_MAX_AGE_S
 from tokenrelay.core.status import TERMINAL_STATUSES
 from tokenrelay.errors import LimitExceeded
 
@@ -84,12 +84,21 @@ class RateLimit:
                              limit="rate_limit_per_minute", retry_after_s=retry_after)
 
 
-async def check_queue_depth(tasks: TaskSender, settings: Settings) -> None:
+async def queue_depth(state, max_age_s: float = QUEUE_DEPTH_MAX_AGE_S) -> int:
+    """Task messages waiting in the job queue. On the Redis that also holds the streams: the list's
+    length, with the gateway's own client and its short timeouts; on any other broker (RabbitMQ, a
+    Redis or Sentinel broker URL): a passive queue declare through the task sender."""
+    if state.settings.broker_url is None:
+        return await state.redis.llen(state.settings.queue_name)
+    return await state.tasks.queue_depth(max_age_s)
+
+
+async def check_queue_depth(state) -> None:
     """Refuse a submit while `max_queued_jobs` messages wait in the broker's queue (any broker)."""
-    depth = await tasks.queue_depth()
-    if depth >= settings.max_queued_jobs:
-        raise LimitExceeded(f"the job queue is full ({settings.max_queued_jobs} jobs waiting, max_queued_jobs); "
-                            "retry shortly", limit="max_queued_jobs", retry_after_s=QUEUE_RETRY_AFTER_S)
+    limit = state.settings.max_queued_jobs
+    if await queue_depth(state) >= limit:
+        raise LimitExceeded(f"the job queue is full ({limit} jobs waiting, max_queued_jobs); retry shortly",
+                            limit="max_queued_jobs", retry_after_s=QUEUE_RETRY_AFTER_S)
 
 
 async def admit_active_job(redis: Redis, keys: Keys, settings: Settings, principal: Principal, job_id: str) -> None:

@@ -160,8 +160,9 @@ class Relay:
             self._mark(key)
 
     def _lost(self, channels: set[bytes]) -> None:
-        # Re-subscribing reads every job again; until then, check that the jobs still exist.
+        # Re-subscribing reads every job again; meanwhile, check that the jobs still exist.
         self._check_records = True
+        self._pending.set()
 
     def _mark(self, key: bytes) -> None:
         self._dirty[key] = None
@@ -175,6 +176,11 @@ class Relay:
             self._pending.clear()
             if self._check_records:
                 self._check_records = not await self._end_lost_jobs()
+                if self._check_records:  # Redis cannot tell yet: look again shortly
+                    for key in self.hubs:
+                        self._mark(key)
+                    await asyncio.sleep(0.5)
+                    continue
             hubs = [hub for key in self._dirty if (hub := self.hubs.get(key)) and hub.live and not hub.done]
             self._dirty.clear()
             if not hubs:

@@ -14,7 +14,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from . import relay_cost, scenarios
+from . import relay_cost, scenarios, sizing
 from .procs import Direct, Naive, TokenRelay
 
 WORKERS = 2  # worker processes on each side that has workers (a 2-core machine)
@@ -73,7 +73,9 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes: under a minute")
     parser.add_argument("--chart", help="also sweep concurrency and draw tokens/s and lag to this PNG")
     parser.add_argument("--relay-cost", action="store_true",
-                        help="only scenario 6: per-token costs at 10/100/1,000 live jobs (the Scaling figures)")
+                        help="only scenario 6: per-token costs at 10/100/1,000 live jobs (README Scaling)")
+    parser.add_argument("--sizing", action="store_true",
+                        help="only scenario 7: per-unit costs and the sizing table (README Scaling)")
     args = parser.parse_args(argv)
     _raise_fd_limit()
     sizes = scenarios.Sizes.quick() if args.quick else scenarios.Sizes()
@@ -82,16 +84,19 @@ async def main(argv: list[str] | None = None) -> int:
     naive = lambda: Naive(WORKERS, concurrency)  # noqa: E731
     started = time.monotonic()
     results: dict = {}
-    if args.relay_cost:
-        _log("tokenrelay: 6_relay_cost")
-        await _run(tokenrelay, [("6_relay_cost", relay_cost.relay_cost)], sizes, results)
+    only = [(name, scenario) for flag, name, scenario in ((args.relay_cost, "6_relay_cost", relay_cost.relay_cost),
+                                                          (args.sizing, "7_sizing", sizing.sizing)) if flag]
+    if only:
+        _log(f"tokenrelay: {', '.join(name for name, _ in only)}")
+        await _run(tokenrelay, only, sizes, results)
         print(_table(results))
         print(json.dumps(results, default=lambda o: None))
         return 0
     _log("tokenrelay")
     await _run(tokenrelay, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
                             ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token),
-                            ("6_relay_cost", relay_cost.relay_cost), ("5_idle_readers", scenarios.idle_readers)],
+                            ("6_relay_cost", relay_cost.relay_cost), ("7_sizing", sizing.sizing),
+                            ("5_idle_readers", scenarios.idle_readers)],
          sizes, results)
     _log("direct")
     await _run(Direct, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),

@@ -37,6 +37,8 @@ class Sizes:
     relay_live_jobs: tuple[int, ...] = (10, 100, 1000)
     relay_tokens_per_s: float = 1000.0
     relay_window_s: float = 15.0
+    sizing_readers: int = 200
+    sizing_jobs: int = 50
 
     @classmethod
     def quick(cls) -> "Sizes":

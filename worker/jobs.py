@@ -96,7 +96,8 @@ async def execute_job(services: JobServices, job_id: str) -> str:
             return FinishOutcome.SUPERSEDED
         status = JobStatus.CANCELLED if job.stop_reason == "cancelled" else JobStatus.FAILED
         if status == JobStatus.FAILED:
-            error = events.error("store_full" if job.stop_reason == "store_full" else "internal_error")
+            error = events.error(job.stop_reason if job.stop_reason in ("store_full", "store_lost")
+                                 else "internal_error")
     except Exception as exc:  # noqa: BLE001 - every failure ends the job; the text stays in the log
         log.exception("job %s attempt %d failed", job_id, attempt)
         error = runner.error_event(exc)
