@@ -6,8 +6,10 @@ from __future__ import annotations
 import signal
 import time
 
-import httpx
 import pytest
+import redis
+
+from tokenrelay import Client
 
 from ..support.processes import Stack, wait_until
 from ..support.topologies import SentinelSet, ValkeyCluster
@@ -124,3 +126,28 @@ def test_cluster_two_gateways_worker_sigkill_and_master_failover(cluster, redis_
 
 def stack_key(settings: dict, job_id: str) -> str:
     return f"{settings['key_prefix']}:{{{job_id}}}:events"
+
+
+def test_writes_a_failover_lost_end_the_job_with_an_error_never_a_silent_gap(redis_server, fault_settings):
+    """What readers see when the new primary lacks entries the old one had acknowledged (asynchronous
+    replication). Simulated on one server by deleting the stream's newest entries, as such a failover does."""
+    with Stack(redis_server.url, fault_settings, workers=1) as stack:
+        job_id = submit(stack.url, FAILOVER_JOB)
+        readers = readers_mid_stream(stack.urls, job_id, count=2)
+        client = redis.Redis.from_url(redis_server.url)
+        key = stack_key(fault_settings, job_id)
+        lost = [entry_id.decode() for entry_id, _ in client.xrevrange(key, count=3)]
+        client.xdel(key, *lost)
+        for reader in readers:  # they had the lost entries: no gap for them, and an explicit end
+            summary = check_reader(reader.join(), record(stack.url, job_id))
+            assert summary["status"] == "failed" and summary["errors"][-1]["type"] == "store_lost"
+        # A reader that comes back with a lost id gets what followed it, not a 400.
+        with Client(stack.url) as late:
+            events = list(late.stream(job_id, last_event_id=lost[0]))
+        assert [e.event for e in events[-2:]] == ["error", "end"] and events[-1].data["status"] == "failed"
+        # One that reads from the start sees the hole, then the error and the end: never a silent gap.
+        with Client(stack.url) as fresh:
+            whole = list(fresh.stream(job_id))
+        assert not {e.id for e in whole} & set(lost)
+        assert whole[-2].data["type"] == "store_lost" and whole[-1].event == "end"
+        client.close()

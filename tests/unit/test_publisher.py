@@ -234,8 +234,9 @@ def test_unencodable_token_does_not_stop_the_publisher_for_other_jobs(redis_serv
     run(redis_server.url, scenario)
 
 
-def test_a_stream_that_lost_acknowledged_entries_fails_the_job_instead_of_leaving_a_hole(redis_server):
-    # What a failover does when the old primary acknowledged writes it never sent to its replica.
+def test_a_stream_that_lost_acknowledged_entries_fails_the_job(redis_server):
+    # What a failover does when the old primary acknowledged writes it never sent to its replica: the
+    # write that finds the hole still lands, and the job stops there (its `error` and `end` follow).
     async def scenario(publisher):
         job_id, lost = new_job_id(), []
         stream = publisher.open(job_id, 1, lost.append)
@@ -247,7 +248,10 @@ def test_a_stream_that_lost_acknowledged_entries_fails_the_job_instead_of_leavin
         stream.emit(token("t3", 3))
         assert await flushed(stream)
         assert lost == ["store_lost"] and stream.lost_reason == "store_lost"
-        assert [i for i, _, _ in await entries(publisher, job_id)] == ["1-0"]  # nothing written past the hole
+        assert [i for i, _, _ in await entries(publisher, job_id)] == ["1-0", "1-3"]
+        stream.emit(token("t4", 4))  # nothing more from this attempt
+        assert await flushed(stream)
+        assert [i for i, _, _ in await entries(publisher, job_id)] == ["1-0", "1-3"]
 
     run(redis_server.url, scenario)
 
