@@ -16,7 +16,7 @@ from . import load
 from .procs import TokenRelay, cpu_seconds
 
 HOST = "127.0.0.1"
-COMMANDS = ("xadd", "spublish", "xrange", "evalsha", "eval", "zadd", "hget", "time")
+COMMANDS = ("xadd", "xrevrange", "spublish", "xrange", "evalsha", "eval", "zadd", "hget", "time")
 
 
 def _redis_cpu_and_calls(url: str) -> tuple[float, dict[str, int], int]:
