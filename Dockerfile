@@ -20,9 +20,10 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Runtime dependencies only (no [test] extra); every one of them ships manylinux wheels.
+# The server extra (gateway and worker), no test extras; every dependency ships manylinux wheels.
 COPY --from=build /wheels /tmp/wheels
-RUN pip install --no-cache-dir /tmp/wheels/*.whl \
+RUN wheel="$(ls /tmp/wheels/tokenrelay-*.whl)" \
+    && pip install --no-cache-dir "tokenrelay[server] @ file://${wheel}" \
     && rm -rf /tmp/wheels
 
 RUN groupadd --system --gid 10001 tokenrelay \

@@ -9,11 +9,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# Extras: server (gateway, workers, `tokenrelay dev`), langchain (RelayChatModel), test, bench.
+# A plain `pip install tokenrelay` is the client alone.
 install: $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[server,langchain,test]'
 
 dev: $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e '.[server,langchain]'
 	$(BIN)/tokenrelay dev $(ARGS)
 
 browser:
@@ -26,5 +28,5 @@ test: install browser rabbitmq
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m pip install -q -e '.[server,bench]'
 	$(BIN)/python -m bench $(ARGS)

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis, RedisCluster
 
 from tokenrelay.core.connections import async_client
+from tokenrelay import __version__
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
@@ -19,10 +20,12 @@ from tokenrelay.core.tasks import TaskSender, create_celery_app
 
 from . import jobs_list, metrics, openai_compat, webpage
 from .auth import Authenticate, KeyRing, StreamTokens, token_secret
+from .docs import install_docs
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
-from .metrics import GatewayMetrics, MeteredRelay
+from .metrics import GatewayMetrics
 from .quotas import RateLimit, ReaderSlots
+from .relay import Relay
 from .routes import router
 from .stream_tokens import router as stream_token_router
 
@@ -60,9 +63,9 @@ def create_app(settings: Settings) -> FastAPI:
         keys = Keys(settings.key_prefix)
         redis = _redis_pool(settings)
         celery_app = create_celery_app(settings)
-        relay = MeteredRelay(redis, settings.redis_target, keys,
-                             metrics=app.state.metrics, history_batch=settings.history_batch,
-                             client_buffer_events=settings.client_buffer_events, keepalive_s=settings.keepalive_s)
+        relay = Relay(redis, settings.redis_target, keys, history_batch=settings.history_batch,
+                      client_buffer_events=settings.client_buffer_events, keepalive_s=settings.keepalive_s,
+                      hooks=app.state.metrics.relay_hooks())
         state = app.state
         state.settings, state.keys, state.redis, state.relay = settings, keys, redis, relay
         state.scripts = JobScripts(redis, keys)
@@ -88,9 +91,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(
         title="tokenrelay",
-        version="0.1.0",
+        version=__version__,
         summary="Run LLM jobs on Celery workers; stream their tokens to many clients over SSE.",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, without a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.state.metrics = GatewayMetrics()
@@ -101,6 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(openai_compat.router)
     app.include_router(metrics.router)
     app.include_router(webpage.router)
+    install_docs(app)
     app.mount("/web", webpage.static_files(), name="web")
     # The last added runs first: authenticate, then count the request, then read the body.
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)

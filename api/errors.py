@@ -32,12 +32,23 @@ def error_response(status: int, error_type: str, message: str, param: str | None
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _describe(errors: list[dict]) -> tuple[str, str | None]:
+NOT_JSON = "the request body must be JSON, sent with the header Content-Type: application/json"
+
+
+def _is_json(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    # FastAPI parses only a body declared as JSON; any other (or none) reaches validation as bytes.
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _describe(errors: list[dict], request: Request) -> tuple[str, str | None]:
     first = errors[0] if errors else {}
     location = [str(part) for part in first.get("loc", ()) if part not in ("body",)]
     param = ".".join(location) or None
     if first.get("type") == "json_invalid":
         return "request body is not valid JSON", None
+    if tuple(first.get("loc", ())) == ("body",) and not _is_json(request):
+        return NOT_JSON, None
     message = first.get("msg", "invalid request")
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
@@ -63,7 +74,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _describe(list(exc.errors()))
+        message, param = _describe(list(exc.errors()), request)
         return error_response(400, "invalid_request_error", message, param)
 
     @app.exception_handler(StarletteHTTPException)

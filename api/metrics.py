@@ -8,7 +8,6 @@ One registry per app: several apps in one process (tests) never share counters.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import (
@@ -22,17 +21,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tokenrelay.core.protocol import EventId
-
 from .quotas import queue_depth
-from .relay import Relay
+from .relay import RelayHooks
 
 log = logging.getLogger("tokenrelay.gateway")
 
 router = APIRouter(include_in_schema=False)
-
-TOKEN_MARK = b"\nevent: token\n"
-END_MARK = b"\nevent: end\n"
 
 
 class GatewayMetrics:
@@ -56,31 +50,36 @@ class GatewayMetrics:
                                                "fell client_buffer_events behind.", registry=registry)
         self.redis_errors = Counter("tokenrelay_redis_errors", "Redis commands that failed, by where.", ["where"],
                                     registry=registry)
+        self.relay_reads = Counter("tokenrelay_relay_reads", "Read rounds of this gateway's relay (one pipeline "
+                                   "of XRANGEs over the notified jobs, whatever the number of readers).", registry=registry)
+        self.relay_entries_read = Counter("tokenrelay_relay_entries_read", "Stream entries the relay's shared "
+                                          "XREAD returned.", registry=registry)
+
+    def relay_hooks(self) -> "RelayMetrics":
+        return RelayMetrics(self)
 
 
-class MeteredRelay(Relay):
-    """The relay, counting what it sends. Counting stays out of the relay's hot path: one scan per chunk."""
+class RelayMetrics(RelayHooks):
+    """The relay's hooks, counting into the gateway's metrics."""
 
-    def __init__(self, *args, metrics: GatewayMetrics, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
 
-    def _on_read_error(self) -> None:
-        # The relay retries by itself after an error; count those errors on the way.
-        self.metrics.redis_errors.labels("relay").inc()
+    def on_read(self, entries: int) -> None:
+        self.metrics.relay_reads.inc()
+        if entries:
+            self.metrics.relay_entries_read.inc(entries)
 
-    async def follow(self, job_id: str, after: EventId | None, *args, **kwargs) -> AsyncIterator[bytes]:
-        ended = False
-        async for chunk in super().follow(job_id, after, *args, **kwargs):
-            tokens = chunk.count(TOKEN_MARK)
-            if tokens:
-                self.metrics.token_events.inc(tokens)
-            ended = ended or END_MARK in chunk
-            yield chunk
-        # Reached only when the relay ended the stream itself (not when the client left): without
-        # an `end`, that means the reader fell too far behind.
-        if not ended:
-            self.metrics.slow_reader_disconnects.inc()
+    def on_read_failed(self, error: Exception) -> None:
+        if isinstance(error, RedisError):
+            self.metrics.redis_errors.labels("relay").inc()
+
+    def on_sent(self, events: int, tokens: int) -> None:
+        if tokens:
+            self.metrics.token_events.inc(tokens)
+
+    def on_reader_dropped(self) -> None:
+        self.metrics.slow_reader_disconnects.inc()
 
 
 def count_redis_errors(app: FastAPI, metrics: GatewayMetrics) -> None:

@@ -5,6 +5,8 @@ Deliberate choices (read before changing):
   `POST /v1/jobs`, and read through the process's relay like any other reader: the answer carries
   `X-Tokenrelay-Job-Id`, so a client whose connection dropped can re-attach at
   `/v1/jobs/{id}/stream`. Closing the connection does not cancel the job, for the same reason.
+- The job is read as decoded events (`Relay.follow_events`), not as SSE bytes parsed back into
+  events: the relay's ordering, resume and slow-reader rules hold, with no SSE round trip.
 - A `token` event that carries several tokens (`count` > 1) becomes one chunk with their text.
 - The first chunk carries the role and is sent at once; `finish_reason` comes in the last chunk
   with an empty delta; with `stream_options.include_usage` every chunk has `"usage": null` and
@@ -25,8 +27,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tokenrelay.core import protocol
-from tokenrelay.events import Event
-from tokenrelay.sse import SSEParser
 
 from .errors import ERROR_RESPONSES
 from .openai_schemas import ChatCompletionRequest
@@ -53,17 +53,6 @@ def _usage(end: dict[str, Any]) -> dict[str, int]:
 
 def _error_body(message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-
-
-async def job_events(request: Request, job_id: str) -> AsyncIterator[Event | None]:
-    """A job's events from its start through the process's relay; None for each keepalive."""
-    parser = SSEParser()
-    async for chunk in request.app.state.relay.follow(job_id, None):
-        if chunk == protocol.KEEPALIVE_FRAME:
-            yield None
-            continue
-        for event in parser.feed(chunk.decode()):
-            yield event
 
 
 class _Answer:
@@ -109,7 +98,7 @@ class _Chunks:
 async def _stream(request: Request, job_id: str, chunks: _Chunks) -> AsyncIterator[bytes]:
     yield chunks.choice({"role": "assistant", "content": "", "refusal": None})
     answer = _Answer()
-    async for event in job_events(request, job_id):
+    async for event in request.app.state.relay.follow_events(job_id):
         if event is None:
             yield protocol.KEEPALIVE_FRAME
         elif event.event == protocol.TOKEN:
@@ -137,7 +126,7 @@ async def _complete(request: Request, job_id: str, base: dict[str, Any]) -> JSON
     parts: list[str] = []
     error: dict[str, Any] | None = None
     headers = {JOB_ID_HEADER: job_id}
-    async for event in job_events(request, job_id):
+    async for event in request.app.state.relay.follow_events(job_id):
         if event is None:
             continue
         if event.event == protocol.TOKEN:
@@ -175,7 +164,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         message = f"The model `{body.model}` does not exist. Available: {', '.join(settings.models)}"
         return JSONResponse(_error_body(message, "invalid_request_error", "model_not_found", "model"), status_code=404)
     created = int(time.time())
-    record = await start_job(body.to_job(), request)
+    record = await start_job(body.to_job(), request, body.max_tokens_field)
     completion_id = f"chatcmpl-{record.id}"
     if not body.stream:
         return await _complete(request, record.id, {"id": completion_id, "created": created, "model": body.model})

@@ -58,9 +58,14 @@ class ChatCompletionRequest(BaseModel):
     def _check(self) -> "ChatCompletionRequest":
         if isinstance(self.stop, list) and len(self.stop) > MAX_STOP_SEQUENCES:
             raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
-        if not any(message.text() for message in self.messages):
+        if not any(message.text().strip() for message in self.messages):
             raise ValueError("`messages` must hold some text")
         return self
+
+    @property
+    def max_tokens_field(self) -> str:
+        """The field the token count came from, as this API names it (for errors)."""
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
 
     @property
     def include_usage(self) -> bool:
@@ -68,7 +73,7 @@ class ChatCompletionRequest(BaseModel):
 
     def to_job(self) -> JobRequest:
         # Empty messages (an assistant turn with only tool calls, say) carry nothing a chat model here can use.
-        messages = [{"role": ROLE_MAP[m.role], "content": m.text()} for m in self.messages if m.text()]
+        messages = [{"role": ROLE_MAP[m.role], "content": m.text()} for m in self.messages if m.text().strip()]
         params = GenerationParams(
             max_tokens=self.max_completion_tokens or self.max_tokens,
             temperature=self.temperature,

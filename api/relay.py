@@ -5,129 +5,98 @@ Deliberate choices (read before changing):
   gateway `SSUBSCRIBE`s to the channels of the jobs it follows (tokenrelay/core/shardsub.py) and, for
   each notified job, reads what is new with one `XRANGE` from the position it last relayed. The
   stream stays the only history. Redis work per token is one notification and one range read per
-  gateway: it does not grow with the number of live jobs a gateway follows (one shared XREAD that
-  names every followed stream did, and cannot span slots of a cluster).
+  gateway: it grows neither with readers nor with the number of live jobs a gateway follows (one
+  shared XREAD that named every followed stream did, and cannot span the slots of a cluster).
 - One pump task reads every notified job, all of them in one pipeline per round: a job is never read
   twice at once, so events reach readers in order. Notifications that arrive while a round is in
   flight coalesce into the next round.
 - Subscribe, then read: a subscription's confirmation makes the pump read the job from its position,
   so whatever landed before the subscription took effect is read, and nothing starts at `$`.
-- A reader replays history first, then joins the job's hub at the hub's current position and reads
-  the gap up to it; live events it already has are dropped by id.
-- Each entry becomes SSE bytes once, in the hub, and the same bytes go to every reader. Readers with a
-  filter (api/filters.py) also get a view of the entry's type and data, built once per entry and only
-  when such a reader is there; a filtered-out event costs a reader nothing.
-- Each reader has a bounded queue. A reader that falls `client_buffer_events` behind is cut off (its
-  response ends without `end`) and resumes with Last-Event-ID: memory stays bounded, nothing is
-  dropped silently.
+- A reader replays history first, then joins the job's hub at the hub's current position and
+  reads the gap up to it; live events it already has are dropped by id. Nothing starts at `$`.
+- Each entry becomes SSE bytes once, in the hub (api/hubs.py), and the same bytes go to every
+  reader. Readers with a filter (api/filters.py) also get a view of the entry's type and data,
+  built once per entry and only when such a reader is there; a filtered-out event costs a reader
+  nothing.
+- Each reader has a bounded queue. A reader that falls `client_buffer_events` behind is cut off
+  (its response ends without `end`) and resumes with Last-Event-ID: its memory stays bounded and
+  no event is dropped silently.
 - After Redis failed (a read, or a subscription's connection), the pump checks that each followed job
-  still has its record. A Redis that came back empty has none: the job can never write its `end`, so
-  its readers get a final `error` (job_lost) and `end` from the gateway instead of waiting forever.
+  still has its record, until Redis answers. A Redis restarted without persistence has none: the job
+  can never write its `end`, so its readers get a final `error` (job_lost) and `end` from the gateway
+  instead of waiting forever.
+- Metrics attach through `RelayHooks`, called inline at fixed points; the relay knows no metric.
+
+Two ways to read a job, with the same ordering, resume and slow-reader rules:
+- `follow(job_id, after)` yields SSE bytes, for HTTP responses that relay the stream as it is.
+- `follow_events(job_id, after)` yields decoded `Event`s (`id`, `event`, `data`), for in-process
+  consumers that speak another wire format (the OpenAI-compatible routes):
+
+      async for event in relay.follow_events(job_id, after=None):
+          if event is None:        # keepalive_s passed without an event: send a keepalive if you can
+              continue
+          ...                      # event.event is "token", "reset", "error", "end", ...; stops after "end"
+
+  Either ends without `end` when the reader fell `client_buffer_events` behind (the job goes on).
+  Each consumer decodes its own events (decoded JSON is mutable, so none is shared between readers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
-from collections import deque
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tokenrelay import events
 from tokenrelay.core import protocol
 from tokenrelay.core.connections import RedisTarget, subscriber_connector
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.protocol import EventId
 from tokenrelay.core.shardsub import ShardSubscriber
-from tokenrelay.core.status import JobStatus
+from tokenrelay.events import Event
 
 from .filters import EntryView, StreamFilter
+from .hubs import END_EVENT, TOKEN_EVENT, Entry, Hub, Reader, job_id_of
 
 log = logging.getLogger("tokenrelay.gateway.relay")
 
-END_EVENT = b"end"
 HISTORY_RETRY_DELAYS_S = (0.1, 0.5, 1.0)
-LOST_ERROR = protocol.dumps(events.error("job_lost").data).encode()
-LOST_END = protocol.dumps(events.end(JobStatus.FAILED).data).encode()
+RETRY_DELAY_S = 0.5
 
 
-def _entry_id(raw: bytes) -> EventId:
-    attempt, seq = raw.split(b"-")
-    return EventId(int(attempt), int(seq))
+class RelayHooks:
+    """What the relay reports as it works; each hook is a no-op here (api/metrics.py overrides them).
 
+    Hooks run inline on the event loop, in the relay's hot path: they must be quick and must not raise.
+    """
 
-def _job_id(events_key: bytes) -> str:
-    return events_key.decode().rsplit("{", 1)[1].split("}", 1)[0]
+    def on_read(self, entries: int) -> None:
+        """A round of reads (one pipeline of XRANGEs) returned, with `entries` entries of followed jobs."""
 
+    def on_read_failed(self, error: Exception) -> None:
+        """A round of reads failed; the relay retries by itself."""
 
-class Reader:
-    """One client's bounded queue of SSE frames."""
+    def on_sent(self, events: int, tokens: int) -> None:
+        """One reader was handed `events` events, `tokens` of them `token` events."""
 
-    __slots__ = ("frames", "limit", "overflowed", "wake", "filter")
-
-    def __init__(self, limit: int, stream_filter: StreamFilter | None = None) -> None:
-        self.frames: deque[tuple[EventId, bytes, bool]] = deque()
-        self.limit = limit
-        self.filter = stream_filter
-        self.overflowed = False
-        self.wake = asyncio.Event()
-
-    def push(self, event_id: EventId, frame: bytes, is_end: bool) -> None:
-        if self.overflowed:
-            return
-        if len(self.frames) >= self.limit:
-            self.overflowed = True
-        else:
-            self.frames.append((event_id, frame, is_end))
-        self.wake.set()
-
-
-class Hub:
-    """Everything this process relays for one job."""
-
-    __slots__ = ("key", "readers", "filtered", "position", "live", "done")
-
-    def __init__(self, key: bytes) -> None:
-        self.key = key
-        self.readers: set[Reader] = set()
-        self.filtered = 0  # readers with a filter
-        self.position: EventId | None = None  # last entry the shared loop has read
-        self.live = False
-        self.done = False
-
-    def lost_entries(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """An `error` and an `end` right after what was relayed, for a job whose data is gone."""
-        at = self.position or EventId(0, 0)
-        return [(f"{at.attempt}-{at.seq + 1}".encode(), {b"e": b"error", b"d": LOST_ERROR}),
-                (f"{at.attempt}-{at.seq + 2}".encode(), {b"e": END_EVENT, b"d": LOST_END})]
-
-    def deliver(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        for raw_id, fields in entries:
-            event_id = _entry_id(raw_id)
-            frame = protocol.entry_to_sse(raw_id, fields)
-            is_end = fields.get(b"e") == END_EVENT
-            self.position = event_id
-            view = EntryView(fields[b"e"], fields[b"d"]) if self.filtered else None
-            for reader in self.readers:
-                if reader.filter is None or reader.filter.accepts(view):
-                    reader.push(event_id, frame, is_end)
-            if is_end:
-                self.done = True
-                break
+    def on_reader_dropped(self) -> None:
+        """A reader fell `client_buffer_events` behind and was cut off (it resumes by id)."""
 
 
 class Relay:
     def __init__(self, redis: Redis | RedisCluster, target: RedisTarget, keys: Keys, *, history_batch: int,
-                 client_buffer_events: int, keepalive_s: float) -> None:
+                 client_buffer_events: int, keepalive_s: float, hooks: RelayHooks | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.history_batch = history_batch
         self.client_buffer_events = client_buffer_events
         self.keepalive_s = keepalive_s
+        self.hooks = hooks or RelayHooks()
         self.hubs: dict[bytes, Hub] = {}
         self._channels: dict[bytes, bytes] = {}  # notification channel -> events key
         connect = subscriber_connector(target, client_name=f"tokenrelay-gateway-sub:{os.getpid()}")
@@ -137,7 +106,6 @@ class Relay:
         self._pending = asyncio.Event()
         self._check_records = False
         self._task: asyncio.Task | None = None
-        self.reads = 0
 
     @property
     def reader_count(self) -> int:
@@ -168,6 +136,19 @@ class Relay:
         self._dirty[key] = None
         self._pending.set()
 
+    async def _start_hub(self, hub: Hub) -> None:
+        channel = self.keys.live(job_id_of(hub.key)).encode()
+        self._channels[channel] = hub.key
+        await self.subscriber.subscribe(channel)
+        # Read the job now too: its confirmation makes the pump read it again, which covers what lands
+        # until the subscription takes effect; this read only brings the first events sooner.
+        self._mark(hub.key)
+
+    def _end_hub(self, hub: Hub) -> None:
+        channel = self.keys.live(job_id_of(hub.key)).encode()
+        self._channels.pop(channel, None)
+        self.subscriber.release(channel)
+
     # -- the pump ----------------------------------------------------------------------------------------
 
     async def _pump_forever(self) -> None:
@@ -179,7 +160,7 @@ class Relay:
                 if self._check_records:  # Redis cannot tell yet: look again shortly
                     for key in self.hubs:
                         self._mark(key)
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(RETRY_DELAY_S)
                     continue
             hubs = [hub for key in self._dirty if (hub := self.hubs.get(key)) and hub.live and not hub.done]
             self._dirty.clear()
@@ -195,21 +176,20 @@ class Relay:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep relaying once Redis is back
                 log.warning("relay read failed: %s", exc)
-                self._on_read_error()
+                self.hooks.on_read_failed(exc)
                 self._check_records = True
                 for hub in hubs:
                     self._mark(hub.key)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(RETRY_DELAY_S)
                 continue
-            self.reads += 1
+            read = 0
             for hub, entries in zip(hubs, results):
+                read += len(entries)
                 if entries and hub.live and not hub.done:
                     hub.deliver(entries)
                     if len(entries) >= self.history_batch and not hub.done:
                         self._mark(hub.key)
-
-    def _on_read_error(self) -> None:
-        """A hook for metrics."""
+            self.hooks.on_read(read)
 
     async def _end_lost_jobs(self) -> bool:
         """End the hubs of jobs whose record is gone; False if Redis cannot tell yet."""
@@ -217,26 +197,15 @@ class Relay:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for hub in hubs:
-                    pipe.exists(self.keys.meta(_job_id(hub.key)))
+                    pipe.exists(self.keys.meta(job_id_of(hub.key)))
                 found = await pipe.execute() if hubs else []
-        except Exception:  # noqa: BLE001 - still unreachable: check again after the next failure
+        except Exception:  # noqa: BLE001 - still unreachable: check again shortly
             return False
         for hub, exists in zip(hubs, found):
             if not exists:
-                log.warning("job %s lost its record (Redis restarted empty?); ending its streams", _job_id(hub.key))
+                log.warning("job %s lost its record (Redis restarted empty?); ending its streams", job_id_of(hub.key))
                 hub.deliver(hub.lost_entries())
         return True
-
-    async def _start_hub(self, hub: Hub) -> None:
-        channel = self.keys.live(_job_id(hub.key)).encode()
-        self._channels[channel] = hub.key
-        if await self.subscriber.subscribe(channel):
-            self._mark(hub.key)  # still subscribed from before: no confirmation will come
-
-    def _end_hub(self, hub: Hub) -> None:
-        channel = self.keys.live(_job_id(hub.key)).encode()
-        self._channels.pop(channel, None)
-        self.subscriber.release(channel)
 
     # -- one client ------------------------------------------------------------------------------------
 
@@ -248,13 +217,30 @@ class Relay:
         Ends early, without `end`, if the client falls too far behind; it then resumes by id.
         With a filter, only the events it accepts are sent; `last` still tracks every entry read.
         """
+        async for batch in self._follow(job_id, after, stream_filter, fresh):
+            yield protocol.KEEPALIVE_FRAME if batch is None else b"".join([entry.sse() for entry in batch])
+
+    async def follow_events(self, job_id: str, after: EventId | None = None,
+                            stream_filter: StreamFilter | None = None, *,
+                            fresh: bool = False) -> AsyncIterator[Event | None]:
+        """The same stream as `follow`, as decoded events; None each time `keepalive_s` passes without one."""
+        async for batch in self._follow(job_id, after, stream_filter, fresh):
+            if batch is None:
+                yield None
+                continue
+            for entry in batch:
+                yield Event(id=entry.raw_id.decode(), event=entry.kind.decode(), data=json.loads(entry.fields[b"d"]))
+
+    async def _follow(self, job_id: str, after: EventId | None, stream_filter: StreamFilter | None,
+                      fresh: bool) -> AsyncIterator[list[Entry] | None]:
+        """Batches of a job's entries after `after`; None for each keepalive."""
         key = self.keys.events(job_id).encode()
         last = after
         # 1. History, straight from Redis.
         if not fresh:
-            async for frames, last, ended in self._history(key, last, None, stream_filter):
-                if frames:  # a filter may leave a batch empty; `last` still moves past it
-                    yield frames
+            async for batch, last, ended in self._history(key, last, None, stream_filter):
+                if batch:  # a filter may leave a batch empty; `last` still moves past it
+                    yield batch
                 if ended:
                     return
         # 2. Join the hub; read the gap between our history and the hub's position.
@@ -269,14 +255,14 @@ class Relay:
                 hub.live, hub.position = True, last
                 await self._start_hub(hub)
             elif hub.position is not None and (last is None or hub.position > last):
-                async for frames, last, ended in self._history(key, last, hub.position, stream_filter):
-                    if frames:
-                        yield frames
+                async for batch, last, ended in self._history(key, last, hub.position, stream_filter):
+                    if batch:
+                        yield batch
                     if ended:
                         return
             # 3. Live.
-            async for frames in self._live(reader, last):
-                yield frames
+            async for batch in self._live(reader, last):
+                yield batch
         finally:
             hub.readers.discard(reader)
             hub.filtered -= stream_filter is not None
@@ -293,16 +279,20 @@ class Relay:
             entries = await self._xrange(key, start, end)
             if not entries:
                 return
-            frames, last, ended = [], after, False
+            batch, last, ended, tokens = [], after, False, 0
             for raw_id, fields in entries:
-                if stream_filter is None or stream_filter.accepts(EntryView(fields[b"e"], fields[b"d"])):
-                    frames.append(protocol.entry_to_sse(raw_id, fields))
-                last = _entry_id(raw_id)
-                if fields.get(b"e") == END_EVENT:
+                entry = Entry.of(raw_id, fields)
+                last = entry.id
+                if stream_filter is None or stream_filter.accepts(EntryView(entry.kind, fields[b"d"])):
+                    batch.append(entry)
+                    tokens += entry.kind == TOKEN_EVENT
+                if entry.kind == END_EVENT:
                     ended = True
                     break
             after = last
-            yield b"".join(frames), last, ended
+            if batch:
+                self.hooks.on_sent(len(batch), tokens)
+            yield batch, last, ended
             if ended or len(entries) < self.history_batch:
                 return
             start = f"({last}"
@@ -317,26 +307,32 @@ class Relay:
                 log.warning("history read failed, retrying: %s", exc)
                 await asyncio.sleep(delay)
 
-    async def _live(self, reader: Reader, last: EventId | None) -> AsyncIterator[bytes]:
+    async def _live(self, reader: Reader, last: EventId | None) -> AsyncIterator[list[Entry] | None]:
         while True:
             try:
                 async with asyncio.timeout(self.keepalive_s):  # unlike wait_for, no task per wait
                     await reader.wake.wait()
             except TimeoutError:
-                yield protocol.KEEPALIVE_FRAME
+                yield None
                 continue
             reader.wake.clear()
-            frames, ended = [], False
-            while reader.frames:
-                event_id, frame, is_end = reader.frames.popleft()
-                if last is not None and event_id <= last:
+            batch, ended, tokens = [], False, 0
+            while reader.entries:
+                entry = reader.entries.popleft()
+                if last is not None and entry.id <= last:
                     continue
-                frames.append(frame)
-                last = event_id
-                if is_end:
+                batch.append(entry)
+                last = entry.id
+                if entry.kind == TOKEN_EVENT:
+                    tokens += 1
+                elif entry.kind == END_EVENT:
                     ended = True
                     break
-            if frames:
-                yield b"".join(frames)
-            if ended or reader.overflowed:
+            if batch:
+                self.hooks.on_sent(len(batch), tokens)
+                yield batch
+            if ended:
+                return
+            if reader.overflowed:
+                self.hooks.on_reader_dropped()
                 return

@@ -92,13 +92,13 @@ async def _check_readable(request: Request, job_id: str) -> None:
     _check_access(request, job_id, found is not None, owner.decode() if owner is not None else None)
 
 
-def _check_max_tokens(body: JobRequest, settings) -> None:
+def _check_max_tokens(body: JobRequest, settings, param: str) -> None:
     max_tokens = body.params.max_tokens
     if max_tokens is not None and max_tokens > settings.max_tokens_limit:
-        raise InvalidRequest(f"max_tokens must be between 1 and {settings.max_tokens_limit}", param="params.max_tokens")
+        raise InvalidRequest(f"{param} must be between 1 and {settings.max_tokens_limit}", param=param)
 
 
-def _check_limits(body: JobRequest, request: Request) -> list[dict[str, str]]:
+def _check_limits(body: JobRequest, request: Request, max_tokens_param: str) -> list[dict[str, str]]:
     settings = request.app.state.settings
     check_model(body.model, settings)
     messages = body.chat_messages()
@@ -109,7 +109,7 @@ def _check_limits(body: JobRequest, request: Request) -> list[dict[str, str]]:
             raise InvalidRequest(
                 f"message {position} is longer than {settings.max_message_chars} characters", param="messages"
             )
-    _check_max_tokens(body, settings)
+    _check_max_tokens(body, settings, max_tokens_param)
     return messages
 
 
@@ -135,16 +135,16 @@ def _sse_response(request: Request, job_id: str, after: EventId | None, headers:
     return StreamingResponse(body, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
 
 
-async def start_job(body: JobRequest, request: Request) -> JobRecord:
+async def start_job(body: JobRequest, request: Request, max_tokens_param: str = "params.max_tokens") -> JobRecord:
     """Check limits and quotas, store the record and enqueue the job: the one path every API that runs a
-    job takes."""
+    job takes. `max_tokens_param` is the field's name in the caller's API, for the error's `param`."""
     state = request.app.state
     principal = principal_of(request)
     if body.graph is not None:
-        _check_max_tokens(body, state.settings)
+        _check_max_tokens(body, state.settings, max_tokens_param)
         model, request_doc = graph_request(body, state.settings)
     else:
-        messages = _check_limits(body, request)
+        messages = _check_limits(body, request, max_tokens_param)
         model, request_doc = body.model, {"messages": messages, "params": body.params.model_dump(exclude_none=True)}
     job_id = protocol.new_job_id()
     try:

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 MAX_STOP_SEQUENCES = 4
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty or only whitespace")
+    return text
+
+
+# Text a model is asked about: whitespace alone asks nothing. The length constraint stays inside the
+# type: it is what makes pydantic refuse a lone surrogate ("\ud800"), which no encoder can write.
+PromptText = Annotated[str, StringConstraints(min_length=1), AfterValidator(_not_blank)]
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant"]
-    content: str = Field(min_length=1)
+    content: PromptText
 
 
 class GenerationParams(BaseModel):
@@ -40,7 +51,7 @@ class JobRequest(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=200, examples=["demo"],
                               description="Required for a model job; for a graph job, its chat model (default demo).")
     messages: list[ChatMessage] | None = Field(default=None, description="The conversation; or give `prompt`.")
-    prompt: str | None = Field(default=None, min_length=1, description="Shorthand for one user message.")
+    prompt: PromptText | None = Field(default=None, description="Shorthand for one user message.")
     graph: str | None = Field(default=None, min_length=1, max_length=200, examples=["joke_poem"],
                               description="Run a registered LangGraph graph instead of one model call.")
     input: dict[str, Any] | None = Field(default=None, description="A graph job's input state.")

@@ -19,5 +19,11 @@ async def index() -> FileResponse:
     return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+@router.get("/favicon.ico")
+async def favicon() -> FileResponse:
+    # Browsers ask for it on every page (the API docs too); an SVG, which they all draw.
+    return FileResponse(WEB_DIR / "favicon.svg", media_type="image/svg+xml")
+
+
 def static_files() -> StaticFiles:
     return StaticFiles(directory=WEB_DIR)

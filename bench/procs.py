@@ -3,43 +3,24 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 from tokenrelay.cli.embedded import EmbeddedServer, free_port
+from tokenrelay.cli.supervisor import Child, HttpProbe, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LOG_DIR = Path(tempfile.gettempdir()) / "tokenrelay-bench-logs"
 
 
-class Proc:
+class Proc(Child):
+    """A process of the benchmark, run from the project's root, its output in LOG_DIR/<name>.log."""
+
     def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        LOG_DIR.mkdir(exist_ok=True)
-        self.name = name
-        self.log = open(LOG_DIR / f"{name}.log", "wb")
-        self.popen = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.popen.wait()
-        self.log.close()
+        super().__init__(name, args, env=env, log_path=LOG_DIR / f"{name}.log", cwd=ROOT)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -74,16 +55,9 @@ def tcp_connections_to(pid: int, port: int) -> int:
     return count
 
 
-def wait_http(url: str, timeout_s: float = 30.0, check=lambda r: r.status_code == 200) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if check(httpx.get(url, timeout=1)):
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
+def wait_http(url: str, timeout_s: float = 30.0, check=lambda r: r.status_code == 200,
+              watch: list[Proc] | None = None) -> None:
+    wait_ready(HttpProbe(url, check), what=url, timeout_s=timeout_s, watch=watch or ())
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -141,7 +115,7 @@ class TokenRelay(Implementation):
         self.gateway = Proc("tokenrelay-gateway", _uvicorn("api.app:app_from_env", self.port), env)
         self.processes.append(self.gateway)
         wait_http(f"http://127.0.0.1:{self.port}/ready", 60,
-                  lambda r: r.status_code == 200 and r.json()["workers"] >= workers)
+                  lambda r: r.status_code == 200 and r.json()["workers"] >= workers, self.processes)
 
 
 class Direct(Implementation):
@@ -151,7 +125,7 @@ class Direct(Implementation):
         self.port = free_port()
         self.gateway = Proc("direct", _uvicorn("bench.direct_app:create_app", self.port), _env())
         self.processes = [self.gateway]
-        wait_http(f"http://127.0.0.1:{self.port}/docs", 60)
+        wait_http(f"http://127.0.0.1:{self.port}/docs", 60, watch=self.processes)
 
 
 class Naive(Implementation):
@@ -169,5 +143,5 @@ class Naive(Implementation):
         ]
         self.gateway = Proc("naive-gateway", _uvicorn("bench.naive:create_gateway", self.port), env)
         self.processes.append(self.gateway)
-        wait_http(f"http://127.0.0.1:{self.port}/docs", 60)
+        wait_http(f"http://127.0.0.1:{self.port}/docs", 60, watch=self.processes)
         time.sleep(2)  # the workers have no readiness endpoint; give them time to consume

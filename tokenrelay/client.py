@@ -2,6 +2,10 @@
 
 `stream()` yields typed events and reconnects by itself after a dropped connection, resuming
 with Last-Event-ID, until the job's `end` event.
+
+Both clients share `_BaseClient` (httpx's pattern): it builds every request, maps error answers,
+parses the event stream and keeps the resume bookkeeping. `Client` and `AsyncClient` only send
+requests and iterate over response bodies.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -20,29 +25,29 @@ from .sse import SSEParser
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 RECONNECT_DELAYS_S = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 STREAM_READ_TIMEOUT_S = 60.0  # above the gateway's 15 s keepalive
+STREAM_CONNECT_TIMEOUT_S = 10.0
 
 
-def _job_body(prompt: str | None, messages: list[dict] | None, model: str, params: dict | None,
-              metadata: dict | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model}
-    if messages is not None:
-        body["messages"] = messages
-    else:
-        body["prompt"] = prompt
-    if params:
-        body["params"] = params
-    if metadata:
-        body["metadata"] = metadata
-    return body
+@dataclass(frozen=True)
+class _Call:
+    """One request of the API, and which part of its JSON answer the caller gets."""
+
+    method: str
+    path: str
+    json: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+    pick: str | None = None  # a key of the answer to return instead of the whole answer
 
 
-def _graph_body(graph: str, graph_input: dict | None, stream_mode: list[str] | None, model: str | None,
-                params: dict | None, metadata: dict | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"graph": graph, "input": graph_input or {}}
-    for name, value in (("stream_mode", stream_mode), ("model", model), ("params", params), ("metadata", metadata)):
-        if value:
-            body[name] = value
-    return body
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json()["error"]
+        raise ClientError(response.status_code, error.get("type", "error"), error.get("message", ""),
+                          error.get("param"))
+    except (ValueError, KeyError, TypeError):
+        raise ClientError(response.status_code, "http_error", response.text[:200]) from None
 
 
 def _filter_query(filters: dict[str, Any] | None) -> dict[str, str]:
@@ -58,38 +63,41 @@ def _filter_query(filters: dict[str, Any] | None) -> dict[str, str]:
     return query
 
 
-def _raise_for_error(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
-    try:
-        error = response.json()["error"]
-        raise ClientError(response.status_code, error.get("type", "error"), error.get("message", ""),
-                          error.get("param"))
-    except (ValueError, KeyError, TypeError):
-        raise ClientError(response.status_code, "http_error", response.text[:200]) from None
+class _StreamSession:
+    """One `stream()` call: the request to (re)send, the parser of the current response, where the stream
+    stands, and whether to try again after a drop."""
 
-
-def _headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
-
-class _Resume:
-    """Where a stream stands, and whether to try again after a drop."""
-
-    def __init__(self, last_event_id: str | None, max_reconnects: int) -> None:
+    def __init__(self, job_id: str, last_event_id: str | None, filters: dict[str, Any] | None,
+                 max_reconnects: int) -> None:
+        self.path = f"/v1/jobs/{job_id}/stream"
+        self.query = _filter_query(filters)
         self.last_event_id = last_event_id
         self.max_reconnects = max_reconnects
         self.failures = 0
         self.done = False
+        self._parser = SSEParser()
 
-    def headers(self) -> dict[str, str]:
-        return {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
+    def request(self) -> dict[str, Any]:
+        """Keyword arguments of the (re)connecting request."""
+        headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
+        return {"headers": headers, "params": self.query,
+                "timeout": httpx.Timeout(STREAM_CONNECT_TIMEOUT_S, read=STREAM_READ_TIMEOUT_S)}
 
-    def seen(self, event: Event) -> None:
-        if event.id is not None:
-            self.last_event_id = event.id
-        self.failures = 0
-        self.done = event.is_end
+    def open(self, response: httpx.Response) -> None:
+        """Start reading `response` (its body already read if it is an error answer, which raises)."""
+        _raise_for_error(response)
+        self._parser = SSEParser()
+
+    def feed(self, text: str) -> Iterator[Event]:
+        """The complete events in `text`, each recorded as seen; stops after `end`."""
+        for event in self._parser.feed(text):
+            if event.id is not None:
+                self.last_event_id = event.id
+            self.failures = 0
+            self.done = event.is_end
+            yield event
+            if self.done:
+                return
 
     def next_delay(self, error: Exception | None) -> float:
         """Delay before reconnecting; raises once reconnects are used up."""
@@ -99,12 +107,69 @@ class _Resume:
         return RECONNECT_DELAYS_S[min(self.failures - 1, len(RECONNECT_DELAYS_S) - 1)]
 
 
-class Client:
+class _BaseClient:
+    """Everything both clients share: how each call is made and what it returns; no I/O."""
+
+    def __init__(self, *, max_reconnects: int) -> None:
+        self.max_reconnects = max_reconnects
+
+    @staticmethod
+    def _http_options(base_url: str, api_key: str | None, timeout_s: float, transport: Any) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return {"base_url": base_url, "headers": headers, "timeout": timeout_s, "transport": transport}
+
+    @staticmethod
+    def _submit_call(prompt: str | None, messages: list[dict] | None, model: str, params: dict | None,
+                     metadata: dict | None) -> _Call:
+        body: dict[str, Any] = {"model": model}
+        if messages is not None:
+            body["messages"] = messages
+        else:
+            body["prompt"] = prompt
+        if params:
+            body["params"] = params
+        if metadata:
+            body["metadata"] = metadata
+        return _Call("POST", "/v1/jobs", json=body)
+
+    @staticmethod
+    def _submit_graph_call(graph: str, graph_input: dict | None, stream_mode: list[str] | None, model: str | None,
+                           params: dict | None, metadata: dict | None) -> _Call:
+        body: dict[str, Any] = {"graph": graph, "input": graph_input or {}}
+        for name, value in (("stream_mode", stream_mode), ("model", model), ("params", params),
+                            ("metadata", metadata)):
+            if value:
+                body[name] = value
+        return _Call("POST", "/v1/jobs", json=body)
+
+    @staticmethod
+    def _get_call(job_id: str) -> _Call:
+        return _Call("GET", f"/v1/jobs/{job_id}")
+
+    @staticmethod
+    def _cancel_call(job_id: str) -> _Call:
+        return _Call("POST", f"/v1/jobs/{job_id}/cancel")
+
+    @staticmethod
+    def _list_jobs_call(limit: int) -> _Call:
+        return _Call("GET", "/v1/jobs", params={"limit": limit}, pick="data")
+
+    @staticmethod
+    def _result(call: _Call, response: httpx.Response) -> Any:
+        _raise_for_error(response)
+        body = response.json()
+        return body[call.pick] if call.pick else body
+
+    def _stream_session(self, job_id: str, last_event_id: str | None,
+                        filters: dict[str, Any] | None) -> _StreamSession:
+        return _StreamSession(job_id, last_event_id, filters, self.max_reconnects)
+
+
+class Client(_BaseClient):
     def __init__(self, base_url: str = DEFAULT_BASE_URL, *, api_key: str | None = None, timeout_s: float = 30.0,
                  max_reconnects: int = 10, transport: httpx.BaseTransport | None = None) -> None:
-        self._http = httpx.Client(base_url=base_url, headers=_headers(api_key), timeout=timeout_s,
-                                  transport=transport)
-        self.max_reconnects = max_reconnects
+        super().__init__(max_reconnects=max_reconnects)
+        self._http = httpx.Client(**self._http_options(base_url, api_key, timeout_s, transport))
 
     def __enter__(self) -> "Client":
         return self
@@ -115,68 +180,54 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
+    def _send(self, call: _Call) -> Any:
+        return self._result(call, self._http.request(call.method, call.path, json=call.json, params=call.params))
+
     def submit(self, prompt: str | None = None, *, messages: list[dict] | None = None, model: str = "demo",
                params: dict | None = None, metadata: dict | None = None) -> dict[str, Any]:
-        response = self._http.post("/v1/jobs", json=_job_body(prompt, messages, model, params, metadata))
-        _raise_for_error(response)
-        return response.json()
+        return self._send(self._submit_call(prompt, messages, model, params, metadata))
 
     def submit_graph(self, graph: str, input: dict | None = None, *, stream_mode: list[str] | None = None,
                      model: str | None = None, params: dict | None = None,
                      metadata: dict | None = None) -> dict[str, Any]:
         """Run a registered graph; `stream_mode` takes LangGraph's modes (default ["messages"])."""
-        body = _graph_body(graph, input, stream_mode, model, params, metadata)
-        response = self._http.post("/v1/jobs", json=body)
-        _raise_for_error(response)
-        return response.json()
+        return self._send(self._submit_graph_call(graph, input, stream_mode, model, params, metadata))
 
     def get(self, job_id: str) -> dict[str, Any]:
-        response = self._http.get(f"/v1/jobs/{job_id}")
-        _raise_for_error(response)
-        return response.json()
+        return self._send(self._get_call(job_id))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        response = self._http.post(f"/v1/jobs/{job_id}/cancel")
-        _raise_for_error(response)
-        return response.json()
+        return self._send(self._cancel_call(job_id))
 
     def list_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
         """Recent jobs, newest first."""
-        response = self._http.get("/v1/jobs", params={"limit": limit})
-        _raise_for_error(response)
-        return response.json()["data"]
+        return self._send(self._list_jobs_call(limit))
 
     def stream(self, job_id: str, last_event_id: str | None = None, *,
                filters: dict[str, Any] | None = None) -> Iterator[Event]:
         """Events until `end`; `filters` (tags, node, events, final_only) choose this reader's view."""
-        query = _filter_query(filters)
-        resume = _Resume(last_event_id, self.max_reconnects)
-        while not resume.done:
+        session = self._stream_session(job_id, last_event_id, filters)
+        while not session.done:
             error: Exception | None = None
             try:
-                with self._http.stream("GET", f"/v1/jobs/{job_id}/stream", headers=resume.headers(), params=query,
-                                       timeout=httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)) as response:
+                with self._http.stream("GET", session.path, **session.request()) as response:
                     if response.status_code >= 400:
                         response.read()
-                        _raise_for_error(response)
-                    parser = SSEParser()
+                    session.open(response)
                     for text in response.iter_text():
-                        for event in parser.feed(text):
-                            resume.seen(event)
-                            yield event
-                            if resume.done:
-                                return
+                        yield from session.feed(text)
+                        if session.done:
+                            return
             except httpx.TransportError as exc:
                 error = exc
-            time.sleep(resume.next_delay(error))
+            time.sleep(session.next_delay(error))
 
 
-class AsyncClient:
+class AsyncClient(_BaseClient):
     def __init__(self, base_url: str = DEFAULT_BASE_URL, *, api_key: str | None = None, timeout_s: float = 30.0,
                  max_reconnects: int = 10, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, headers=_headers(api_key), timeout=timeout_s,
-                                       transport=transport)
-        self.max_reconnects = max_reconnects
+        super().__init__(max_reconnects=max_reconnects)
+        self._http = httpx.AsyncClient(**self._http_options(base_url, api_key, timeout_s, transport))
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -187,56 +238,46 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def _send(self, call: _Call) -> Any:
+        response = await self._http.request(call.method, call.path, json=call.json, params=call.params)
+        return self._result(call, response)
+
     async def submit(self, prompt: str | None = None, *, messages: list[dict] | None = None, model: str = "demo",
                      params: dict | None = None, metadata: dict | None = None) -> dict[str, Any]:
-        response = await self._http.post("/v1/jobs", json=_job_body(prompt, messages, model, params, metadata))
-        _raise_for_error(response)
-        return response.json()
+        return await self._send(self._submit_call(prompt, messages, model, params, metadata))
 
     async def submit_graph(self, graph: str, input: dict | None = None, *, stream_mode: list[str] | None = None,
-                     model: str | None = None, params: dict | None = None,
-                     metadata: dict | None = None) -> dict[str, Any]:
+                           model: str | None = None, params: dict | None = None,
+                           metadata: dict | None = None) -> dict[str, Any]:
         """Run a registered graph; `stream_mode` takes LangGraph's modes (default ["messages"])."""
-        body = _graph_body(graph, input, stream_mode, model, params, metadata)
-        response = await self._http.post("/v1/jobs", json=body)
-        _raise_for_error(response)
-        return response.json()
+        return await self._send(self._submit_graph_call(graph, input, stream_mode, model, params, metadata))
 
     async def get(self, job_id: str) -> dict[str, Any]:
-        response = await self._http.get(f"/v1/jobs/{job_id}")
-        _raise_for_error(response)
-        return response.json()
+        return await self._send(self._get_call(job_id))
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
-        response = await self._http.post(f"/v1/jobs/{job_id}/cancel")
-        _raise_for_error(response)
-        return response.json()
+        return await self._send(self._cancel_call(job_id))
 
     async def list_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
         """Recent jobs, newest first."""
-        response = await self._http.get("/v1/jobs", params={"limit": limit})
-        _raise_for_error(response)
-        return response.json()["data"]
+        return await self._send(self._list_jobs_call(limit))
 
     async def stream(self, job_id: str, last_event_id: str | None = None, *,
                      filters: dict[str, Any] | None = None) -> AsyncIterator[Event]:
-        query = _filter_query(filters)
-        resume = _Resume(last_event_id, self.max_reconnects)
-        while not resume.done:
+        """Events until `end`; `filters` (tags, node, events, final_only) choose this reader's view."""
+        session = self._stream_session(job_id, last_event_id, filters)
+        while not session.done:
             error: Exception | None = None
             try:
-                async with self._http.stream("GET", f"/v1/jobs/{job_id}/stream", headers=resume.headers(), params=query,
-                                             timeout=httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)) as response:
+                async with self._http.stream("GET", session.path, **session.request()) as response:
                     if response.status_code >= 400:
                         await response.aread()
-                        _raise_for_error(response)
-                    parser = SSEParser()
+                    session.open(response)
                     async for text in response.aiter_text():
-                        for event in parser.feed(text):
-                            resume.seen(event)
+                        for event in session.feed(text):
                             yield event
-                            if resume.done:
-                                return
+                        if session.done:
+                            return
             except httpx.TransportError as exc:
                 error = exc
-            await asyncio.sleep(resume.next_delay(error))
+            await asyncio.sleep(session.next_delay(error))

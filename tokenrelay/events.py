@@ -40,7 +40,8 @@ ERROR_MESSAGES: dict[str, str] = {
     "timeout": "the job ran longer than its time limit",
     "provider_error": "the model provider returned an error",
     "provider_unavailable": "the model provider could not be reached",
-    "configuration_error": "the model is not configured on the workers",
+    "configuration_error": "the model's provider is not configured on the workers: openai:* models need "
+                           "OPENAI_API_KEY (or OPENAI_BASE_URL) set there",
     "internal_error": "the job failed on the worker",
     "store_full": "the job store (Redis) is out of memory; the job was stopped",
     "store_lost": "the job store (Redis) lost part of this job's output in a failover; submit the job again",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
@@ -10,6 +11,7 @@ from redis.exceptions import RedisError
 
 from tokenrelay.core.logs import configure_logging
 from tokenrelay.core.protocol import check_job_id
+from tokenrelay.core.registry import unconfigured_models
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.tasks import TASK_NAME, create_celery_app, enqueue_job
 
@@ -17,6 +19,8 @@ from .metrics import worker_metrics
 from .runtime import WorkerRuntime
 
 MAX_RETRY_DELAY_S = 30
+
+log = logging.getLogger("tokenrelay.worker")
 
 
 def create_worker_app(settings: Settings) -> Celery:
@@ -37,6 +41,8 @@ def create_worker_app(settings: Settings) -> Celery:
 
     def _start(sender=None, **_: object) -> None:
         if getattr(sender, "app", None) is app:
+            if warning := unconfigured_models(settings):
+                log.warning(warning)
             runtime_holder.get()
             if settings.worker_metrics_port:
                 worker_metrics().serve(settings.worker_metrics_port)

@@ -9,6 +9,10 @@
 const STORE_KEY = "tokenrelay.job";
 const TERMINAL = ["succeeded", "failed", "cancelled"];
 const $ = (id) => document.getElementById(id);
+// What the answer box says while it holds no text, by job state.
+const PLACEHOLDERS = {queued: "Waiting for a worker…", running: "Waiting for the first token…",
+                      failed: "No answer: the job failed.", cancelled: "Stopped before the first token.",
+                      idle: "The answer streams in here."};
 
 let job = null;      // {id, model, last, parts, tokens, state, submittedAt, firstTokenAt, endedAt}
 let source = null;   // the EventSource of the job being followed
@@ -37,7 +41,7 @@ function renderAnswer() {
   if (!job.parts.length) {
     const p = document.createElement("p");
     p.className = "placeholder";
-    p.textContent = job.state === "queued" ? "Waiting for a worker…" : "The answer streams in here.";
+    p.textContent = PLACEHOLDERS[job.state] || PLACEHOLDERS.idle;
     answer.append(p);
   }
   for (const text of job.parts) appendToken(text);
@@ -100,6 +104,7 @@ function finish(state) {
   if (source) { source.close(); source = null; }
   clearInterval(ticker);
   save();
+  if (!job.parts.length) renderAnswer();
   renderStatus();
 }
 
@@ -117,6 +122,7 @@ function follow() {
     if (!track(e)) return;
     job.state = "running";
     save();
+    if (!job.parts.length) renderAnswer();
     renderStatus();
   });
   source.addEventListener("token", (e) => {
@@ -177,7 +183,7 @@ async function explainClosedStream() {
 async function send(event) {
   event.preventDefault();
   const prompt = $("prompt").value.trim();
-  if (!prompt) { $("prompt").focus(); return; }
+  if (!prompt) { showError("Write a prompt first: there is nothing to send."); $("prompt").focus(); return; }
   if (source) { source.close(); source = null; }
   showError("");
   const maxTokens = parseInt($("max-tokens").value, 10);

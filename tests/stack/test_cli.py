@@ -16,7 +16,7 @@ from tokenrelay.cli.embedded import free_port
 from tokenrelay.engine.demo import demo_tokens
 
 from ..support.cli import cli, job_id_from, spawn_cli
-from ..support.processes import stack_env, wait_until
+from ..support.processes import ROOT, stack_env, wait_until
 
 SEPARATOR = "|"
 
@@ -73,14 +73,14 @@ def test_run_of_a_failing_job_exits_1_with_the_error_message(gateway_url, client
     assert result.stdout == "\n"
 
 
-def test_run_of_a_cancelled_job_exits_2(gateway_url, client: Client):
+def test_run_of_a_cancelled_job_exits_3(gateway_url, client: Client):
     process, out, err = spawn_cli("run", "cancel me", "--max-tokens", "2000", "--tokens-per-second", "50",
                                   "--url", gateway_url)
     try:
         job_id = wait_until(lambda: re.search(r"job ([0-9a-f]{32})", err.text), message="the job id").group(1)
         wait_until(lambda: out.text, message="first tokens")
         client.cancel(job_id)
-        assert process.wait(20) == 2
+        assert process.wait(20) == 3  # not 2: that is a usage error
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -185,8 +185,8 @@ def answers(port: int) -> bool:
 
 
 def dev_env(tmp_path, **overrides: str) -> dict[str, str]:
-    """No TOKENRELAY_* of the caller's; temporary dirs (logs, server data) under the test's tmp_path."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENRELAY_")}
+    """No TOKENRELAY_* or OPENAI_* of the caller's; temporary dirs (logs, server data) under the test's tmp_path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENRELAY_", "OPENAI_"))}
     return {**env, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path), **overrides}
 
 
@@ -212,6 +212,14 @@ def test_dev_serves_the_demo_then_stops_everything_on_ctrl_c(tmp_path):
         ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).json()
         assert ready["redis"] is True and ready["workers"] >= 1
         assert f"http://127.0.0.1:{port}/docs" in err.text
+        # The banner names a `tokenrelay` another terminal can run as it is, and warns about the
+        # openai:* model that cannot run without a key (dev_env sets none).
+        command = re.search(r"^or: (\S+) run \"Hello\"", err.text, re.MULTILINE).group(1)
+        assert "/" in command and "activate" in err.text
+        version = subprocess.run([str(ROOT / command), "--version"], cwd=ROOT, capture_output=True, text=True,
+                                 env={"PATH": "/usr/bin:/bin"}, timeout=60)
+        assert version.returncode == 0 and version.stdout.startswith("tokenrelay ")
+        assert "warning  openai:gpt-4o-mini: OPENAI_API_KEY (or OPENAI_BASE_URL) is not set" in err.text
         data_dir = re.search(r"data in (\S+),", err.text).group(1)
         redis_port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/0", err.text).group(1))
         assert data_dir.startswith(str(tmp_path)) and os.path.isdir(data_dir) and answers(redis_port)

@@ -10,6 +10,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from tokenrelay import Client
 from tokenrelay.cli.output import StatusLine
 
 from ..support.cli import cli, job_id_from
-from ..support.processes import ROOT
+from ..support.processes import ROOT, stack_env, start_gateway
 
 ESC = "\x1b"
 
@@ -98,7 +99,7 @@ def test_status_line_is_cut_to_the_room_left_on_the_line():
     status.printed("\nabc")
     status.show()
     drawn = STATUS_DRAWING.findall(err.getvalue())
-    assert len(drawn) == 1 and "0 tokens" in drawn[0]
+    assert len(drawn) == 1 and "queued" in drawn[0]  # no event yet: no worker has started the job
     status.hide()
     assert err.getvalue().endswith(STATUS_ERASE)
 
@@ -148,3 +149,47 @@ def test_jobs_lists_recent_jobs_newest_first(gateway_url, client: Client):
 def test_jobs_without_a_gateway_exits_1():
     result = cli("jobs", "--url", "http://127.0.0.1:9")
     assert result.returncode == 1 and "cannot reach the gateway" in result.stderr
+
+
+def test_status_line_ticks_says_queued_and_leaves_nothing_after_ctrl_c(redis_server, isolated_settings):
+    """A gateway with no worker: the job stays queued. The status line says so and its clock moves on
+    while nothing arrives; Ctrl-C erases it before anything else is printed."""
+    gateway, url = start_gateway(stack_env(redis_server.url, **isolated_settings))
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    process = subprocess.Popen([sys.executable, "-m", "tokenrelay", "run", "nobody is working", "--url", url],
+                               cwd=ROOT, stdout=slave, stderr=slave, env={**os.environ, "TERM": "xterm"})
+    os.close(slave)
+    terminal = ""
+
+    def read(until, timeout_s: float) -> None:
+        nonlocal terminal
+        deadline = time.monotonic() + timeout_s
+        while not until() and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                terminal += chunk.decode(errors="replace")
+
+    try:
+        read(lambda: len(set(re.findall(r"\[queued · (\d+\.\d)s\]", terminal))) >= 4, timeout_s=20)
+        process.send_signal(signal.SIGINT)
+        read(lambda: process.poll() is not None and "interrupted" in terminal, timeout_s=20)
+        assert process.wait(10) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+        gateway.stop()
+    ticks = [float(seconds) for seconds in re.findall(r"\[queued · (\d+\.\d)s\]", terminal)]
+    assert len(set(ticks)) >= 4 and ticks == sorted(ticks)  # it moved on with no event at all
+    assert "tokens" not in terminal.split("interrupted")[0].split("job ")[-1].split("\n", 1)[1]  # never "0 tokens"
+    # Every drawing was erased, and the last erase came before the interrupt's own lines.
+    assert terminal.count(ESC + "7") == terminal.count(ESC + "8" + ESC + "[J")
+    after_last_erase = terminal.rsplit(ESC + "8" + ESC + "[J", 1)[1]
+    assert ESC + "7" not in after_last_erase and "interrupted: cancelling job" in after_last_erase

@@ -10,7 +10,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from api.metrics import GatewayMetrics, MeteredRelay
+from api.metrics import GatewayMetrics
+from api.relay import Relay
 from tokenrelay import Client
 from tokenrelay.cli.embedded import free_port
 from tokenrelay.core.connections import parse_redis_url
@@ -107,8 +108,8 @@ def test_slow_reader_disconnects_are_counted(redis_server):
         keys = Keys("tokenrelay-metrics-test")
         redis = Redis.from_url(redis_server.url)
         metrics = GatewayMetrics()
-        relay = MeteredRelay(redis, parse_redis_url(redis_server.url), keys, metrics=metrics, history_batch=100,
-                             client_buffer_events=5, keepalive_s=5)
+        relay = Relay(redis, parse_redis_url(redis_server.url), keys, history_batch=100, client_buffer_events=5,
+                      keepalive_s=5, hooks=metrics.relay_hooks())
         await relay.start()
         job_id = new_job_id()
         stream_key = keys.events(job_id)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from tokenrelay import __version__
 from tokenrelay.engine.demo import demo_tokens
 
 from ..support.processes import LOG_DIR, ROOT, Stack, start_gateway, wait_until
@@ -111,6 +112,68 @@ def test_a_failed_job_shows_its_error(page: Page, gateway_url: str):
     wait_state(page, "failed")
     expect(page.locator("#error")).to_have_text("the model provider returned an error")
     assert page.locator("#status-text").text_content().startswith("Failed · 0 tokens")
+    # The answer box says the job failed, not that it still waits for a worker.
+    expect(page.locator("#answer")).to_have_text("No answer: the job failed.")
+
+
+@pytest.mark.parametrize("prompt", ["", "   \n  "])
+def test_send_with_an_empty_prompt_says_so(page: Page, gateway_url: str, prompt: str):
+    page.goto(gateway_url)
+    expect(page.locator("#model option")).to_have_count(MODEL_COUNT)
+    page.fill("#prompt", prompt)
+    page.click("#send")
+    expect(page.locator("#error")).to_have_text("Write a prompt first: there is nothing to send.")
+    assert page.locator("#job").is_hidden()
+    assert page.evaluate("document.activeElement.id") == "prompt"
+    assert httpx.get(f"{gateway_url}/v1/jobs").json()["data"] == []
+
+
+def test_the_page_has_a_favicon(page: Page, gateway_url: str):
+    failed: list[str] = []
+    page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
+    page.goto(gateway_url)
+    expect(page.locator("#model option")).to_have_count(MODEL_COUNT)
+    response = httpx.get(f"{gateway_url}/favicon.ico")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("image/svg+xml")
+    assert response.content.startswith(b"<svg")
+    assert failed == []
+
+
+def test_send_and_stop_stay_on_one_line_at_phone_width(browser, gateway_url: str):
+    context = browser.new_context(viewport={"width": 360, "height": 740}, device_scale_factor=2, is_mobile=True)
+    page = context.new_page()
+    try:
+        page.goto(gateway_url)
+        expect(page.locator("#model option")).to_have_count(MODEL_COUNT)
+        stop, send = page.locator("#stop").bounding_box(), page.locator("#send").bounding_box()
+        assert abs(stop["y"] - send["y"]) < 2 and stop["height"] == send["height"]  # one row
+        assert send["x"] >= stop["x"] + stop["width"]  # Send right of Stop
+        assert send["x"] + send["width"] <= 360  # and on screen
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360  # nothing sticks out sideways
+    finally:
+        context.close()
+
+
+def test_api_docs_render_offline(page: Page, gateway_url: str):
+    """/docs loads Swagger UI from the gateway itself: with every other host unreachable it still renders."""
+    outside: list[str] = []
+
+    def only_the_gateway(route):
+        if route.request.url.startswith(gateway_url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_gateway)
+    page.goto(f"{gateway_url}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text(f"tokenrelay {__version__}")
+    expect(page.locator(".swagger-ui .opblock-summary-path").first).to_be_visible()
+    paths = page.locator(".swagger-ui .opblock-summary-path").all_text_contents()
+    assert any("/v1/jobs" in path for path in paths) and any("/v1/chat/completions" in path for path in paths)
+    assert outside == []
+    redoc = httpx.get(f"{gateway_url}/redoc").text
+    assert "/docs-assets/redoc.standalone.js" in redoc and "https://" not in redoc
 
 
 def test_input_the_gateway_refuses_shows_its_message(page: Page, gateway_url: str):
@@ -187,5 +250,5 @@ def test_every_page_file_ships_in_the_package():
     patterns = config["tool"]["setuptools"]["package-data"]["api"]
     web = ROOT / "api" / "web"
     files = [path.relative_to(ROOT / "api").as_posix() for path in web.iterdir() if path.is_file()]
-    assert {"web/index.html", "web/app.js", "web/style.css"} <= set(files)
+    assert {"web/index.html", "web/app.js", "web/style.css", "web/favicon.svg"} <= set(files)
     assert all(any(fnmatch.fnmatch(name, pattern) for pattern in patterns) for name in files)

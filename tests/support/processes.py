@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from tokenrelay.cli.embedded import free_port
+from tokenrelay.cli.supervisor import Child, HttpProbe, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = Path(os.environ.get("TOKENRELAY_TEST_LOGS", "/tmp/tokenrelay-test-logs"))
@@ -27,44 +24,12 @@ def wait_until(condition, timeout_s: float = 10.0, interval_s: float = 0.02, mes
     raise AssertionError(f"timed out after {timeout_s}s waiting for {message}")
 
 
-class Process:
-    """A child process in its own session, with its output in a log file."""
+class Process(Child):
+    """A child of a test, run from the project's root, its output in a file of its own under LOG_DIR."""
 
     def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.name = name
-        self.log_path = LOG_DIR / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            os.kill(self.process.pid, sig)
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self.alive():
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self._log.close()
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
+        log_path = LOG_DIR / f"{name}-{os.getpid()}-{time.monotonic_ns()}.log"
+        super().__init__(name, args, env=env, log_path=log_path, cwd=ROOT)
 
 
 def stack_env(redis_url: str, **settings: object) -> dict[str, str]:
@@ -90,28 +55,18 @@ def start_gateway(env: dict[str, str], port: int | None = None) -> tuple[Process
             "--port", str(port), "--log-level", "warning"]
     process = Process("gateway", args, env)
     url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if not process.alive():
-            raise AssertionError(f"gateway exited:\n{process.output()}")
-        try:
-            return httpx.get(f"{url}/health", timeout=0.5).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_until(up, timeout_s=20, message="gateway /health")
+    try:
+        wait_ready(HttpProbe(f"{url}/health", timeout_s=0.5), what="gateway /health", timeout_s=20, watch=[process],
+                   interval_s=0.02)
+    except BaseException:
+        process.stop()
+        raise
     return process, url
 
 
 def wait_for_workers(url: str, count: int, timeout_s: float = 30.0) -> None:
-    def ready() -> bool:
-        try:
-            response = httpx.get(f"{url}/ready", timeout=1)
-        except httpx.TransportError:
-            return False
-        return response.status_code == 200 and response.json()["workers"] >= count
-
-    wait_until(ready, timeout_s=timeout_s, interval_s=0.1, message=f"{count} worker(s) alive")
+    probe = HttpProbe(f"{url}/ready", lambda r: r.status_code == 200 and r.json()["workers"] >= count)
+    wait_ready(probe, what=f"{count} worker(s) alive", timeout_s=timeout_s)
 
 
 class Stack:

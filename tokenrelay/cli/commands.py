@@ -13,67 +13,35 @@
 `job <id>`, for a later `watch`). On a terminal, a status line (tokens, tokens/s, elapsed) follows
 the text on stderr and is erased at the end; piped output gets nothing extra. `--json` prints
 every event as a JSON line instead. Ctrl-C during `run` cancels the job; during `watch` it only
-detaches. Exit codes: 0 succeeded, 1 failed (or an error talking to the gateway), 2 cancelled,
-130 interrupted.
+detaches. Exit codes: 0 succeeded, 1 failed (or an error talking to the gateway), 2 usage error
+(argparse's), 3 cancelled (by someone else), 130 interrupted (Ctrl-C).
+
+`dev`, `api`, `worker` and `key` need the `server` extra; without it they say so and exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import os
 import sys
-from collections.abc import Iterable
-from typing import TextIO
 
-from .output import StatusLine, print_jobs, print_json_events
+from .output import StatusLine, print_events, print_jobs, print_json_events
+from .parser import build_parser
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 2}
+EXIT_FAILED = 1
+EXIT_CANCELLED = 3  # 2 is argparse's usage error
+EXIT_CODES = {"succeeded": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
 EXIT_INTERRUPTED = 130
 GATEWAY_SHUTDOWN_GRACE_S = 5
-
-
-def print_events(events: Iterable, out: TextIO, err: TextIO, separator: str | None = None,
-                 status_line: StatusLine | None = None) -> str | None:
-    """Write each token's text to `out` as it arrives, then a newline; return the job's final status
-    (None if the events stopped before the `end` event).
-
-    An `error` event's message goes to `err`. A `reset` (the job restarted on another attempt) is
-    noted on `err`, and the new attempt's text starts on a new line of `out`. `status_line`, when
-    given, is kept up to date after each event and erased before anything is printed.
-    """
-    status_line = status_line or StatusLine(err, enabled=False)
-    end = separator or ""
-    line_open = printed = False
-    status = None
-    status_line.show()
-    for event in events:
-        status_line.hide()
-        if event.event == "token":
-            print(event.data["text"], end=end, file=out, flush=True)
-            line_open = printed = True
-            status_line.printed(event.data["text"] + end)
-            status_line.count(event.data.get("count", 1))
-            status_line.show()
-            continue
-        if line_open and event.event in ("reset", "error"):
-            print(file=out, flush=True)
-            status_line.printed("\n")
-            line_open = False
-        if event.event == "reset":
-            print(f"[job restarted: attempt {event.data.get('attempt')} ({event.data.get('reason', '')})]",
-                  file=err, flush=True)
-        elif event.event == "error":
-            print(f"error: {event.data.get('message') or 'the job failed'} ({event.data.get('type', 'error')})",
-                  file=err, flush=True)
-        elif event.event == "end":
-            status = event.data.get("status")
-            break
-        status_line.show()
-    status_line.hide()
-    if line_open or not printed:
-        print(file=out, flush=True)
-    return status
+# Top-level modules each server command imports, all from the `server` extra.
+SERVER_MODULES = {
+    "dev": ("celery", "redis", "fastapi", "uvicorn", "pydantic_settings"),
+    "api": ("redis", "fastapi", "uvicorn", "pydantic_settings", "celery"),
+    "worker": ("celery", "redis", "pydantic_settings", "langchain_core", "langgraph"),
+    "key": ("starlette",),
+}
 
 
 def _exit_code(job_id: str, status: str | None) -> int:
@@ -168,6 +136,28 @@ def _cancel_quietly(client, job_id: str) -> None:
         print(f"could not cancel job {job_id}: {exc}", file=sys.stderr)
 
 
+def _needs_server(command: str):
+    """Say which extra to install, instead of a traceback, when the server's packages are missing."""
+    def decorate(handler):
+        @functools.wraps(handler)
+        def run(args: argparse.Namespace) -> int:
+            missing = [name for name in SERVER_MODULES[command] if not _importable(name)]
+            if missing:
+                print(f"tokenrelay {command} needs the server extra, which is not installed (missing: "
+                      f"{', '.join(missing)}). Install it with: pip install 'tokenrelay[server]'", file=sys.stderr)
+                return EXIT_FAILED
+            return handler(args)
+        return run
+    return decorate
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None  # finds, without importing
+    except (ImportError, ValueError):
+        return False
+
+
 LOOPBACK_HOSTS = ("localhost", "::1")
 
 
@@ -189,6 +179,7 @@ def _exposure_refused(host: str) -> bool:
     return False
 
 
+@_needs_server("key")
 def _cmd_key(args: argparse.Namespace) -> int:
     from api.auth import KEY_NAME, hash_key, new_key
 
@@ -202,6 +193,7 @@ def _cmd_key(args: argparse.Namespace) -> int:
     return 0
 
 
+@_needs_server("api")
 def _cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -218,6 +210,7 @@ def _cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+@_needs_server("worker")
 def _cmd_worker(args: argparse.Namespace) -> int:
     from worker import create_worker_app
 
@@ -233,6 +226,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+@_needs_server("dev")
 def _cmd_dev(args: argparse.Namespace) -> int:
     from .dev import run_dev
 
@@ -242,87 +236,12 @@ def _cmd_dev(args: argparse.Namespace) -> int:
                    redis_url=args.redis_url or os.environ.get("TOKENRELAY_REDIS_URL") or None, demo=not args.no_demo)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    default_url = os.environ.get("TOKENRELAY_URL") or DEFAULT_URL
-    parser = argparse.ArgumentParser(prog="tokenrelay", description="Run LLM jobs on Celery workers and stream "
-                                     "their tokens to many clients over Server-Sent Events.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    dev = commands.add_parser("dev", help="gateway + workers + embedded Valkey in one command",
-                              description="Start an embedded Valkey server (unless --redis-url or "
-                              "TOKENRELAY_REDIS_URL is given), Celery workers and the gateway; run a demo job; "
-                              "serve until Ctrl-C.")
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=8000)
-    dev.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
-    dev.add_argument("--redis-url", help="use this Redis instead of an embedded server")
-    dev.add_argument("--no-demo", action="store_true", help="do not submit the demo job")
-    dev.set_defaults(handler=_cmd_dev)
-
-    api = commands.add_parser("api", help="run the HTTP gateway in this process")
-    api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=8000)
-    api.set_defaults(handler=_cmd_api)
-
-    worker = commands.add_parser("worker", help="run a Celery worker in this process")
-    worker.add_argument("--concurrency", "-c", type=_positive_int, default=None,
-                        help="threads (default: TOKENRELAY_WORKER_CONCURRENCY, 500)")
-    worker.add_argument("--loglevel", "-l", default="info")
-    worker.add_argument("--hostname", "-n", default=None, help="node name, e.g. worker1@%%h (default celery@%%h)")
-    worker.set_defaults(handler=_cmd_worker)
-
-    run = commands.add_parser("run", help="submit a job and print its tokens as they arrive")
-    run.add_argument("prompt")
-    run.add_argument("--model", default="demo")
-    run.add_argument("--max-tokens", type=_positive_int, default=None)
-    run.add_argument("--tokens-per-second", type=float, default=None, help="pace of the demo model")
-    _add_stream_options(run, default_url)
-    run.set_defaults(handler=_cmd_run)
-
-    watch = commands.add_parser("watch", help="attach to a job's stream and print its tokens")
-    watch.add_argument("job_id")
-    watch.add_argument("--from", dest="last_event_id", metavar="EVENT_ID",
-                       help="print only the events after this event id")
-    _add_stream_options(watch, default_url)
-    watch.set_defaults(handler=_cmd_watch)
-
-    from .graph import add_graph_command
-
-    add_graph_command(commands, default_url, _cmd_graph, _add_connection_options)
-    jobs = commands.add_parser("jobs", help="list recent jobs, newest first")
-    jobs.add_argument("--limit", type=_positive_int, default=20, help="how many (default 20, at most 200)")
-    jobs.add_argument("--json", action="store_true", help="one JSON object per job")
-    _add_connection_options(jobs, default_url)
-    jobs.set_defaults(handler=_cmd_jobs)
-    key = commands.add_parser("key", help="make a new API key and its TOKENRELAY_API_KEYS entry")
-    key.add_argument("name", help="the key's name; jobs it creates belong to it")
-    key.add_argument("--admin", action="store_true", help="may read and cancel every key's jobs")
-    key.set_defaults(handler=_cmd_key)
-    return parser
-
-
-def _add_stream_options(parser: argparse.ArgumentParser, default_url: str) -> None:
-    parser.add_argument("--separator", default=None, help="printed after each token event's text")
-    parser.add_argument("--json", action="store_true",
-                        help="print every event as one JSON object per line ({id, event, data}), for scripts")
-    _add_connection_options(parser, default_url)
-
-
-def _add_connection_options(parser: argparse.ArgumentParser, default_url: str) -> None:
-    parser.add_argument("--url", default=default_url, help=f"the gateway (default: $TOKENRELAY_URL or {DEFAULT_URL})")
-    parser.add_argument("--api-key", default=os.environ.get("TOKENRELAY_API_KEY") or None,
-                        help="sent as Authorization: Bearer (default: $TOKENRELAY_API_KEY)")
+HANDLERS = {"dev": _cmd_dev, "api": _cmd_api, "worker": _cmd_worker, "run": _cmd_run, "watch": _cmd_watch,
+            "graph": _cmd_graph, "jobs": _cmd_jobs, "key": _cmd_key}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(HANDLERS).parse_args(argv)
     try:
         return args.handler(args)
     except BrokenPipeError:

@@ -11,22 +11,16 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections import deque
 from pathlib import Path
 
-import httpx
-
+from .banner import banner, model_warning
 from .embedded import EmbeddedServer
+from .supervisor import STOP_TIMEOUT_S, Child, ChildExited, HttpProbe, NotReady, stop_all, tail, wait_ready
 
 READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
-LOG_TAIL_LINES = 30
-POLL_S = 0.1
 # Where `-A worker` and `api.app` import from, whether installed editable or not.
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,64 +30,6 @@ DEMO_PARAMS = {"tokens_per_second": 30, "max_tokens": 64}
 
 class DevError(RuntimeError):
     """Raised when the stack cannot start or a part of it stops on its own."""
-
-
-class Child:
-    """One supervised process in its own session, its output in a log file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(args, env=env, cwd=PACKAGE_ROOT, stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def signal_group(self, sig: int) -> None:
-        try:
-            os.killpg(self.process.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def tail(self) -> str:
-        return _tail(self.log_path)
-
-
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        with open(path, errors="replace") as log:
-            return "".join(deque(log, maxlen=lines))
-    except OSError:
-        return ""
-
-
-def stop_children(children: list[Child], timeout_s: float, hurry: threading.Event, slow_note: str = "") -> None:
-    """SIGTERM each child's process group, wait up to `timeout_s` (less once `hurry` is set), then SIGKILL.
-
-    `slow_note` is printed once if they are still running after a few seconds.
-    """
-    for child in children:
-        if child.alive():
-            child.signal_group(signal.SIGTERM)
-    started = time.monotonic()
-    noted = not slow_note
-    while any(child.alive() for child in children) and time.monotonic() < started + timeout_s:
-        if hurry.is_set():
-            break
-        if not noted and time.monotonic() > started + 3.0:
-            _note(slow_note)
-            noted = True
-        time.sleep(POLL_S)
-    for child in children:
-        # Also the group of an exited leader: a grandchild may still hold it.
-        child.signal_group(signal.SIGKILL)
-        child.process.wait()
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -170,46 +106,46 @@ class DevStack:
         for number in range(1, self.worker_count + 1):
             args = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", "threads", "-l", "info",
                     "-n", f"dev{number}@%h", "--without-mingle", "--without-gossip"]
-            self.workers.append(Child(f"worker {number}", args, env, self.log_dir / f"worker-{number}.log"))
+            log_path = self.log_dir / f"worker-{number}.log"
+            self.workers.append(Child(f"worker {number}", args, env=env, log_path=log_path, cwd=PACKAGE_ROOT))
         args = [sys.executable, "-m", "uvicorn", "--factory", "api.app:app_from_env", "--host", self.host,
                 "--port", str(self.port), "--timeout-graceful-shutdown", "2"]
-        self.gateway = Child("gateway", args, env, self.log_dir / "gateway.log")
+        self.gateway = Child("gateway", args, env=env, log_path=self.log_dir / "gateway.log", cwd=PACKAGE_ROOT)
         self._wait_until_ready(stop_requested)
 
     def _wait_until_ready(self, stop_requested: threading.Event) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        last = "no answer"
-        while not stop_requested.is_set():
-            self.check()
-            try:
-                response = httpx.get(f"{self.url}/ready", timeout=1.0)
-                last = f"HTTP {response.status_code} {response.text[:200]}"
-                if response.status_code == 200 and response.json().get("workers", 0) >= self.worker_count:
-                    return
-            except httpx.HTTPError as exc:
-                last = type(exc).__name__
-            if time.monotonic() > deadline:
-                raise DevError(f"not ready after {READY_TIMEOUT_S:.0f} s (last /ready: {last}); "
-                               f"see the logs in {self.log_dir}")
-            stop_requested.wait(POLL_S)
+        probe = HttpProbe(f"{self.url}/ready", lambda r: r.status_code == 200
+                          and r.json().get("workers", 0) >= self.worker_count)
+
+        def ready() -> bool:
+            self._check_server()
+            return probe()
+
+        try:
+            wait_ready(ready, what="the stack", timeout_s=READY_TIMEOUT_S, watch=self.children, stop=stop_requested)
+        except NotReady:
+            raise DevError(f"not ready after {READY_TIMEOUT_S:.0f} s (last /ready: {probe.last}); "
+                           f"see the logs in {self.log_dir}") from None
 
     def check(self) -> None:
-        """Raise DevError, with the tail of its log, if any part has stopped."""
+        """Raise ChildExited, with the tail of its log, if any part has stopped."""
         for child in self.children:
             if not child.alive():
-                raise DevError(f"the {child.name} exited unexpectedly (code {child.process.returncode}); "
-                               f"last lines of {child.log_path}:\n{child.tail()}")
+                raise ChildExited(child)
+        self._check_server()
+
+    def _check_server(self) -> None:
         if self.server and self.server.process and self.server.process.poll() is not None:
             log_path = Path(self.server.directory) / "server.log"
             raise DevError(f"the embedded Redis server exited unexpectedly "
-                           f"(code {self.server.process.returncode}); last lines of {log_path}:\n{_tail(log_path)}")
+                           f"(code {self.server.process.returncode}); last lines of {log_path}:\n{tail(log_path)}")
 
     def stop(self) -> None:
         """Gateway first (no new jobs), then the workers, then the embedded server. Safe to call twice."""
         if self.gateway:
-            stop_children([self.gateway], STOP_TIMEOUT_S, self.hurry)
-        stop_children(self.workers, STOP_TIMEOUT_S, self.hurry,
-                      f"Waiting up to {STOP_TIMEOUT_S:.0f} s for running jobs to finish (Ctrl-C again to stop now) ...")
+            stop_all([self.gateway], STOP_TIMEOUT_S, hurry=self.hurry)
+        note = f"Waiting up to {STOP_TIMEOUT_S:.0f} s for running jobs to finish (Ctrl-C again to stop now) ..."
+        stop_all(self.workers, STOP_TIMEOUT_S, hurry=self.hurry, slow_note=lambda: _note(note))
         if self.server:
             self.server.stop()
 
@@ -230,7 +166,7 @@ class Demo:
         return self
 
     def _run(self) -> None:
-        from .commands import print_events
+        from .output import print_events
 
         try:
             job = self.client.submit(DEMO_PROMPT, model="demo", params=DEMO_PARAMS)
@@ -263,33 +199,6 @@ def _note(text: str, stream=None) -> None:
         pass
 
 
-def banner(stack: DevStack) -> str:
-    if stack.server:
-        redis_line = f"{stack.redis_url}  (embedded; data in {stack.server.directory}, removed on exit)"
-    else:
-        redis_line = stack.redis_url
-    return "\n".join([
-        "",
-        "tokenrelay dev is up",
-        f"  gateway  {stack.url}",
-        f"  web page {stack.url}/",
-        f"  openai   {stack.url}/v1  (OpenAI-compatible: /v1/chat/completions, /v1/models)",
-        f"  docs     {stack.url}/docs",
-        f"  metrics  {stack.url}/metrics",
-        f"  redis    {redis_line}",
-        f"  workers  {stack.worker_count}",
-        f"  logs     {stack.log_dir}",
-        "",
-        "Submit a job and stream its tokens:",
-        f"  curl -s {stack.url}/v1/jobs -H 'Content-Type: application/json' \\",
-        "       -d '{\"model\": \"demo\", \"prompt\": \"Hello\"}'",
-        f"  curl -N {stack.url}/v1/jobs/<id>/stream",
-        f"or: tokenrelay run \"Hello\" --url {stack.url}",
-        "Press Ctrl-C to stop.",
-        "",
-    ])
-
-
 def run_dev(*, host: str, port: int, workers: int, redis_url: str | None, demo: bool) -> int:
     """Start everything, run the demo, serve until SIGINT/SIGTERM/SIGHUP; 0 on a requested stop."""
     stop_requested = threading.Event()
@@ -308,12 +217,12 @@ def run_dev(*, host: str, port: int, workers: int, redis_url: str | None, demo: 
         _note("Starting tokenrelay dev ...")
         stack.start(stop_requested)
         if not stop_requested.is_set():
-            _note(banner(stack))
+            _note(banner(stack, model_warning()))
             if demo:
                 demo_job = Demo(stack.url).start()
         while not stop_requested.wait(0.25):
             stack.check()
-    except (RuntimeError, OSError) as exc:  # DevError, or the embedded server could not start
+    except (RuntimeError, OSError) as exc:  # DevError, SupervisorError, or the server could not start
         _note(f"tokenrelay dev: {exc}")
         code = 1
     finally:

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
+from .values import non_negative_float, positive_int
+
 
 def print_graph_events(events: Iterable, out: TextIO, err: TextIO) -> str | None:
     """Print a graph job's events as they arrive; return its final status (None without `end`)."""
@@ -60,15 +62,18 @@ def _json_object(text: str) -> dict:
 def add_graph_command(commands, default_url: str, handler, add_connection_options) -> None:
     graph = commands.add_parser("graph", help="run a registered graph and print what it streams")
     graph.add_argument("name", help="a graph name, e.g. joke_poem, custom_progress, calculator_agent")
-    graph.add_argument("--input", type=_json_object, default={}, help='the input state as JSON, e.g. \'{"topic": "cats"}\'')
+    graph.add_argument("--input", type=_json_object, default={},
+                       help='the input state as JSON, e.g. \'{"topic": "cats"}\' (default: {})')
     graph.add_argument("--question", help='shorthand for --input \'{"messages": [{"role": "user", "content": ...}]}\'')
     graph.add_argument("--stream-mode", default="messages", help="comma-separated: messages,custom,updates,values")
-    graph.add_argument("--model", default=None, help="the graph's chat model (default demo)")
-    graph.add_argument("--max-tokens", type=int, default=None)
-    graph.add_argument("--tokens-per-second", type=float, default=None, help="pace of the demo model")
-    graph.add_argument("--tags", help="only token events with any of these comma-separated tags")
-    graph.add_argument("--node", help="only events of these comma-separated nodes")
-    graph.add_argument("--events", help="only these comma-separated event types")
+    graph.add_argument("--model", default=None, help="the graph's chat model (default: demo)")
+    graph.add_argument("--max-tokens", type=positive_int, default=None,
+                       help="tokens per model call (default: the server's, 64 unless configured)")
+    graph.add_argument("--tokens-per-second", type=non_negative_float, default=None,
+                       help="pace of the demo model, 0 = as fast as possible (default: 30)")
+    graph.add_argument("--tags", help="only token events with any of these comma-separated tags (default: all)")
+    graph.add_argument("--node", help="only events of these comma-separated nodes (default: all)")
+    graph.add_argument("--events", help="only these comma-separated event types (default: all)")
     graph.add_argument("--final-only", action="store_true", help="only the final answer's tokens")
     add_connection_options(graph, default_url)
     graph.set_defaults(handler=handler)

@@ -25,6 +25,18 @@ def check_model(name: str, settings: Settings) -> str:
     return name
 
 
+def unconfigured_models(settings: Settings) -> str | None:
+    """A warning naming the listed models whose provider has no credentials here, or None.
+
+    Said at start-up by workers and `tokenrelay dev`: without it, the only trace is the failed jobs.
+    """
+    missing = [name for name in settings.models if name.startswith(OPENAI_PREFIX)]
+    if not missing or settings.openai_api_key or settings.openai_base_url:
+        return None
+    return (f"{', '.join(missing)}: OPENAI_API_KEY (or OPENAI_BASE_URL) is not set, so jobs of these models "
+            "will fail; set it for the workers, or use the offline `demo` model")
+
+
 def check_graph(name: str, settings: Settings) -> str:
     if name not in settings.graphs:
         raise UnknownGraph(name, sorted(settings.graphs))

@@ -1,0 +1,105 @@
+"""What the relay keeps per job and per reader: a job's `Hub` fans each entry out to its `Reader`s.
+
+An entry is turned into an `Entry` (its id, type, fields and SSE frame) once, in the hub, and the
+same object goes to every reader: SSE readers send its frame, in-process consumers decode its fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import NamedTuple
+
+from tokenrelay import events
+from tokenrelay.core import protocol
+from tokenrelay.core.protocol import EventId
+from tokenrelay.core.status import JobStatus
+
+from .filters import EntryView, StreamFilter
+
+END_EVENT = events.END.encode()
+TOKEN_EVENT = events.TOKEN.encode()
+LOST_ERROR = protocol.dumps(events.error("job_lost").data).encode()
+LOST_END = protocol.dumps(events.end(JobStatus.FAILED).data).encode()
+
+RawEntry = tuple[bytes, dict[bytes, bytes]]  # (id, fields) as XREAD/XRANGE return them
+
+
+class Entry(NamedTuple):
+    """One stream entry on its way to readers."""
+
+    id: EventId
+    raw_id: bytes
+    kind: bytes  # the event type, `e`
+    fields: dict[bytes, bytes]
+    frame: bytes | None  # its SSE bytes; None until rendered (history entries are rendered by the reader)
+
+    @classmethod
+    def of(cls, raw_id: bytes, fields: dict[bytes, bytes], frame: bytes | None = None) -> "Entry":
+        return cls(entry_id(raw_id), raw_id, fields[b"e"], fields, frame)
+
+    def sse(self) -> bytes:
+        return self.frame or protocol.entry_to_sse(self.raw_id, self.fields)
+
+
+def entry_id(raw: bytes) -> EventId:
+    attempt, seq = raw.split(b"-")
+    return EventId(int(attempt), int(seq))
+
+
+def job_id_of(events_key: bytes) -> str:
+    return events_key.decode().rsplit("{", 1)[1].split("}", 1)[0]
+
+
+class Reader:
+    """One client's bounded queue of entries."""
+
+    __slots__ = ("entries", "limit", "overflowed", "wake", "filter")
+
+    def __init__(self, limit: int, stream_filter: StreamFilter | None = None) -> None:
+        self.entries: deque[Entry] = deque()
+        self.limit = limit
+        self.filter = stream_filter
+        self.overflowed = False
+        self.wake = asyncio.Event()
+
+    def push(self, entry: Entry) -> None:
+        if self.overflowed:
+            return
+        if len(self.entries) >= self.limit:
+            self.overflowed = True
+        else:
+            self.entries.append(entry)
+        self.wake.set()
+
+
+class Hub:
+    """Everything this process relays for one job."""
+
+    __slots__ = ("key", "readers", "filtered", "position", "live", "done")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.readers: set[Reader] = set()
+        self.filtered = 0  # readers with a filter
+        self.position: EventId | None = None  # last entry the shared loop has read
+        self.live = False
+        self.done = False
+
+    def lost_entries(self) -> list[RawEntry]:
+        """An `error` and an `end` right after what was relayed, for a job whose data is gone."""
+        at = self.position or EventId(0, 0)
+        return [(f"{at.attempt}-{at.seq + 1}".encode(), {b"e": events.ERROR.encode(), b"d": LOST_ERROR}),
+                (f"{at.attempt}-{at.seq + 2}".encode(), {b"e": END_EVENT, b"d": LOST_END})]
+
+    def deliver(self, entries: list[RawEntry]) -> None:
+        for raw_id, fields in entries:
+            entry = Entry.of(raw_id, fields, protocol.entry_to_sse(raw_id, fields))
+            self.position = entry.id
+            view = EntryView(entry.kind, fields[b"d"]) if self.filtered else None
+            for reader in self.readers:
+                if reader.filter is None or reader.filter.accepts(view):
+                    reader.push(entry)
+            if entry.kind == END_EVENT:
+                self.done = True
+                break
