@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import time
 
+import httpx
 import pytest
 import redis
 
@@ -58,6 +59,30 @@ def _fresh_job_runs(stack: Stack) -> None:
     assert (summary["status"], summary["tokens"]) == ("succeeded", 5)
 
 
+def _tour(stack: Stack) -> None:
+    """The code paths that touch Redis differently per topology, once each: resume, late join, cancel
+    (script + pub/sub to the workers), the job list (walks every bucket), metrics (counts every bucket)."""
+    with Client(stack.urls[0]) as first, Client(stack.urls[1]) as second:
+        job = first.submit("tour", params={"max_tokens": 40, "tokens_per_second": 40})
+        head = []
+        for event in first.stream(job["id"]):
+            head.append(event)
+            if event.event == "token" and event.data["index"] >= 5:
+                break
+        rest = list(second.stream(job["id"], last_event_id=head[-1].id))  # resumed on the other gateway
+        whole = list(first.stream(job["id"]))  # a late joiner, after the end
+        assert [e.id for e in head + rest] == [e.id for e in whole] and whole[-1].data["status"] == "succeeded"
+        slow = second.submit("cancel me", params={"max_tokens": 500, "tokens_per_second": 20})
+        for event in first.stream(slow["id"]):
+            if event.event == "token":
+                second.cancel(slow["id"])
+        assert event.event == "end" and event.data["status"] == "cancelled"
+        listed = {j["id"] for j in httpx.get(f"{stack.url}/v1/jobs", params={"limit": 200}, timeout=10).json()["data"]}
+        assert {job["id"], slow["id"]} <= listed
+    metrics = httpx.get(f"{stack.url}/metrics", timeout=10).text
+    assert "tokenrelay_workers_alive" in metrics and 'tokenrelay_jobs{status="running"}' in metrics
+
+
 def _worker_sigkill(stack: Stack) -> dict:
     job_id = submit(stack.url, FAILOVER_JOB)
     readers = readers_mid_stream(stack.urls, job_id, count=2)
@@ -73,6 +98,7 @@ def test_sentinel_two_gateways_worker_sigkill_and_primary_failover(sentinel_set,
     with Stack(sentinel_set.url, settings, workers=2) as stack:
         stack.add_gateway()
         _fresh_job_runs(stack)
+        _tour(stack)
         _worker_sigkill(stack)
         stack.add_worker()
         processes = [p for p in stack.workers + stack.gateways if p.alive()]
@@ -101,6 +127,7 @@ def test_cluster_two_gateways_worker_sigkill_and_master_failover(cluster, redis_
     with Stack(cluster.url, settings, workers=2) as stack:
         stack.add_gateway()
         _fresh_job_runs(stack)
+        _tour(stack)
         _worker_sigkill(stack)
         stack.add_worker()
         processes = [p for p in stack.workers + stack.gateways if p.alive()]
