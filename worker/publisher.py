@@ -20,6 +20,7 @@ Deliberate choices (read before changing):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -135,12 +136,13 @@ class JobStream:
 
 class StreamPublisher:
     def __init__(self, redis: Redis, keys: Keys, *, running_ttl_s: int, flush_window_ms: float = 0.0,
-                 event_timestamps: bool = False) -> None:
+                 event_timestamps: bool = False, write_retry_s: float = 0.0) -> None:
         self.redis = redis
         self.event_timestamps = event_timestamps
         self.keys = keys
         self.running_ttl_s = running_ttl_s
         self.flush_window_s = flush_window_ms / 1000.0
+        self.write_retry_s = write_retry_s
         self._ready: dict[str, JobStream] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -173,14 +175,25 @@ class StreamPublisher:
             if batches:
                 await self._write(batches)
 
+    def _retry_delays(self):
+        """Waits between tries of a write Redis did not answer: quick at first, then every few seconds
+        until `write_retry_s` has passed (a failover takes seconds)."""
+        waited = 0.0
+        for delay in itertools.chain((0.0,), RETRY_DELAYS_S, itertools.repeat(RETRY_DELAYS_S[-1])):
+            if waited + delay > max(self.write_retry_s, sum(RETRY_DELAYS_S)):
+                return
+            waited += delay
+            yield delay
+
     async def _write(self, batches: list[tuple[JobStream, list[tuple[str, Event]]]]) -> None:
-        for attempt_number, delay in enumerate((0.0, *RETRY_DELAYS_S)):
+        attempt_number = 0
+        for attempt_number, delay in enumerate(self._retry_delays(), start=1):
             if delay:
                 await asyncio.sleep(delay)
             try:
                 results = await self._pipeline(batches)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("stream write failed (try %d): %s", attempt_number + 1, exc)
+                log.warning("stream write failed (try %d): %s", attempt_number, exc)
                 continue
             except Exception:  # noqa: BLE001 - a write that cannot succeed must not stop the publisher
                 if len(batches) > 1:  # find the job whose events cannot be written; the others go on
@@ -192,7 +205,7 @@ class StreamPublisher:
                 return
             await self._settle(batches, results)
             return
-        log.error("stream write failed after %d tries; failing %d job(s)", len(RETRY_DELAYS_S) + 1, len(batches))
+        log.error("stream write failed after %d tries; failing %d job(s)", attempt_number, len(batches))
         for stream, _ in batches:
             stream.lose("write_failed")
 

@@ -113,6 +113,7 @@ class WorkerRuntime:
             running_ttl_s=int(settings.job_timeout_s + settings.retention_s),
             flush_window_ms=settings.flush_window_ms,
             event_timestamps=settings.event_timestamps,
+            write_retry_s=settings.write_retry_s,
         )
         self._services = JobServices(settings, redis, self.keys, JobScripts(redis, self.keys), publisher)
         publisher.start()

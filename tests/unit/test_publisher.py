@@ -268,3 +268,12 @@ def test_a_server_that_lost_the_script_gets_it_again(redis_server):
         assert lost == [] and [d["text"] for _, _, d in await entries(publisher, job_id)] == ["a", "b"]
 
     run(redis_server.url, scenario)
+
+
+def test_writes_are_retried_for_write_retry_s_while_redis_does_not_answer():
+    # A failover takes seconds: the publisher keeps trying that long before it fails the jobs.
+    def total(**options) -> float:
+        return sum(StreamPublisher(None, Keys("t"), running_ttl_s=1, **options)._retry_delays())
+
+    assert 28 <= total(write_retry_s=30) <= 30
+    assert 3 <= total() <= 4  # at least the quick schedule, whatever the setting

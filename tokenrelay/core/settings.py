@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     # Tokens are written as soon as the previous write returned; this extra wait (0 = none)
     # lets more tokens share one write. A lone token is never held back longer than this.
     flush_window_ms: float = 0.0
+    # How long a stream write is retried while Redis does not answer (a failover, a restart); past it
+    # the job fails with `write_failed`. Keep it above the failover time of your Sentinel or Cluster.
+    write_retry_s: float = 30.0
     # Adds `ts` (production time, Unix seconds) to token events: for measuring delivery lag.
     event_timestamps: bool = False
 
