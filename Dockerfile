@@ -1,5 +1,5 @@
 # One image for both roles of tokenrelay:
-#   gateway (default CMD): uvicorn --factory api.app:app_from_env --host 0.0.0.0 --port 8000
+#   gateway (default CMD): python -m api.server --host 0.0.0.0 --port 8000 (uvicorn with header limits)
 #   worker:                celery -A worker worker --pool threads -l info
 # Configuration comes from TOKENRELAY_* environment variables (see tokenrelay/core/settings.py).
 
@@ -35,4 +35,4 @@ WORKDIR /home/tokenrelay
 EXPOSE 8000
 
 # Gateway by default; the worker overrides the command (see docker-compose.yml).
-CMD ["uvicorn", "--factory", "api.app:app_from_env", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "api.server", "--host", "0.0.0.0", "--port", "8000"]

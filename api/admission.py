@@ -1,56 +1,186 @@
-"""Admitting a job: quotas, the record, the broker; and undoing a submit that answered 503."""
+"""Admitting a job, all or nothing: quotas, the record, then the broker.
+
+Deliberate choices (read before changing):
+- The record is the source of truth and is written first. A submit refused before its record
+  exists (503) has sent nothing, and what it may have written is removed once Redis answers.
+  Not storing it within `submit_timeout_s` means the gateway is busy (`overloaded`): a Redis
+  that is down answers with errors sooner than that (its socket timeout is shorter).
+- Once the record exists the answer is 202 with the job's id, even if the submit deadline passes
+  while the task is being sent: sending goes on in the background. The job sits in the outbox
+  (api/outbox.py) until the broker took its task, so if this gateway dies first, another
+  gateway's sweep sends it. A task sent twice is harmless: the job's lease lets one attempt run.
+- A broker that refuses the task (an error, not a slow answer) withdraws the job, unless a worker
+  already started it (then the job runs and the answer is 202).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
-from tokenrelay.core.store import JobRecord, create_job, delete_job
-from tokenrelay.errors import ServiceUnavailable
+from tokenrelay.core.store import JobRecord, create_job, delete_job, withdraw_job
+from tokenrelay.errors import Overloaded, ServiceUnavailable, TokenRelayError
 
+from . import idempotency, outbox
 from .quotas import admit_active_job, check_queue_depth, release_active_job
 
 log = logging.getLogger("tokenrelay.gateway")
 
 CLEANUP_TIMEOUT_S = 2.0
-_cleanups: set[asyncio.Task] = set()
 FORGET_DELAYS_S = (0.0, 1.0, 5.0, 30.0)
+OUTBOX_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+_background: set[asyncio.Task] = set()
 
 
-def forget_later(state, principal, job_id: str) -> None:
-    """A submit that timed out answered 503: remove what it may have written, once Redis answers,
-    so the job does not hold its key's quota slot until it expires."""
+def _keep(task: asyncio.Task) -> asyncio.Task:
+    _background.add(task)  # a reference, so the task is not collected before it ran
+    task.add_done_callback(_background.discard)
+    return task
+
+
+@dataclass
+class Submission:
+    principal: object
+    job_id: str
+    model: str
+    request_doc: dict
+    metadata: dict
+    idempotency_key: str | None = None
+    accepted: bool = False  # answered 202: from now on the job is never withdrawn
+    withdrawing: bool = False
+
+
+def forget_later(state, sub: Submission) -> None:
+    """A submit refused before its record was confirmed: remove what it may have written, once
+    Redis answers, so it holds no quota slot and its Idempotency-Key can be used again. No task
+    was sent for it, so nothing can run it."""
     async def forget() -> None:
         for delay in FORGET_DELAYS_S:
             await asyncio.sleep(delay)
             try:
                 async with asyncio.timeout(CLEANUP_TIMEOUT_S):
-                    await delete_job(state.redis, state.keys, job_id)
-                    await release_active_job(state.redis, state.keys, principal, job_id)
+                    await _undo(state, sub)
                 return
             except Exception:  # noqa: BLE001 - still unreachable: try again later
                 continue
 
-    task = asyncio.create_task(forget())
-    _cleanups.add(task)  # a reference, so the task is not collected before it ran
-    task.add_done_callback(_cleanups.discard)
+    _keep(asyncio.create_task(forget()))
 
 
-async def admit(state, principal, job_id: str, model: str, request_doc: dict, metadata: dict) -> JobRecord:
-    """Quotas, then the record, then the broker; undone if the broker refuses."""
-    await check_queue_depth(state)
-    await admit_active_job(state.redis, state.keys, state.settings, principal, job_id)
+async def _undo(state, sub: Submission) -> None:
+    await delete_job(state.redis, state.keys, sub.job_id)
+    await release_active_job(state.redis, state.keys, sub.principal, sub.job_id)
+    if sub.idempotency_key is not None:
+        await idempotency.release(state, sub.principal, sub.idempotency_key, sub.job_id)
+
+
+async def write_record(state, sub: Submission) -> JobRecord:
+    """Quotas, then the record. Raises before anything runs; the caller undoes on a timeout."""
+    try:
+        await check_queue_depth(state)
+        await admit_active_job(state.redis, state.keys, state.settings, sub.principal, sub.job_id)
+    except TokenRelayError:
+        if sub.idempotency_key is not None:
+            _keep(asyncio.create_task(_undo_quietly(state, sub)))
+        raise
     ttl_s = int(state.settings.retention_s + state.settings.job_timeout_s)
     try:
-        record = await create_job(state.redis, state.keys, job_id=job_id, model=model, request=request_doc,
-                                  metadata=metadata, ttl_s=ttl_s, owner=principal.name)
-        await state.tasks.send(job_id)
-    except Exception as exc:  # noqa: BLE001 - Redis or the broker is down: say so, keep no orphan record
-        log.warning("could not enqueue job %s: %s", job_id, type(exc).__name__)
+        return await create_job(state.redis, state.keys, job_id=sub.job_id, model=sub.model, request=sub.request_doc,
+                                metadata=sub.metadata, ttl_s=ttl_s, owner=sub.principal.name)
+    except (asyncio.CancelledError, TimeoutError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - Redis refused or is gone: nothing was sent
+        log.warning("could not store job %s: %s", sub.job_id, type(exc).__name__)
+        _keep(asyncio.create_task(_undo_quietly(state, sub)))
+        raise ServiceUnavailable("the job store is unavailable; retry shortly") from None
+
+
+async def _undo_quietly(state, sub: Submission) -> None:
+    try:
+        async with asyncio.timeout(CLEANUP_TIMEOUT_S):
+            await _undo(state, sub)
+    except Exception:  # noqa: BLE001 - Redis itself is gone; the record expires on its own
+        pass
+
+
+async def send(state, sub: Submission) -> bool:
+    """Put the job in the outbox, send its task, confirm. False if the broker refused and the job
+    was withdrawn (nothing runs); True once it was sent, a worker holds it, or the client was
+    already told 202 (then it stays in the outbox for the sweep)."""
+    try:
+        await outbox.add(state.redis, state.keys, sub.job_id)
+    except Exception as exc:  # noqa: BLE001 - Redis failed right after storing the record
+        log.warning("could not add job %s to the outbox: %s", sub.job_id, type(exc).__name__)
+        if not sub.accepted:  # nothing was sent: refuse, and remove the record once Redis answers
+            sub.withdrawing = True
+            forget_later(state, sub)
+            return False
+        await _add_to_outbox_eventually(state, sub)  # the client has its id: it must run
+    try:
+        await state.tasks.send(sub.job_id)
+    except Exception as exc:  # noqa: BLE001 - the broker refused or is gone
+        log.warning("could not enqueue job %s: %s", sub.job_id, type(exc).__name__)
+        if sub.accepted:
+            return True
+        sub.withdrawing = True
+        if await withdraw_job(state.redis, state.keys, sub.job_id):
+            await outbox.confirm(state.redis, state.keys, sub.job_id)
+            await _undo(state, sub)
+            return False
+        log.info("job %s was started by a worker before its send failed; it runs", sub.job_id)
+    await outbox.confirm(state.redis, state.keys, sub.job_id)
+    return True
+
+
+async def _add_to_outbox_eventually(state, sub: Submission) -> None:
+    for delay in OUTBOX_RETRY_DELAYS_S:
+        await asyncio.sleep(delay)
         try:
-            await delete_job(state.redis, state.keys, job_id)
-            await release_active_job(state.redis, state.keys, principal, job_id)
-        except Exception:  # noqa: BLE001 - Redis itself is gone; the record expires on its own
-            pass
-        raise ServiceUnavailable("the job queue is unavailable; retry shortly") from None
+            await outbox.add(state.redis, state.keys, sub.job_id)
+            return
+        except Exception:  # noqa: BLE001 - still failing: try again later
+            continue
+    log.error("job %s could not be queued; it stays queued until it expires", sub.job_id)
+
+
+async def admit(state, sub: Submission) -> JobRecord:
+    """The record within the submit deadline, or a refusal with nothing sent; then the task, in the
+    background if the deadline passes first (the answer is then 202 all the same)."""
+    deadline = asyncio.get_running_loop().time() + state.settings.submit_timeout_s
+    try:
+        async with asyncio.timeout_at(deadline):
+            record = await write_record(state, sub)
+    except TimeoutError:
+        # Redis that is down answers with errors (refused, or its socket timeout, shorter than this
+        # deadline), handled as 503 `service_unavailable`. Reaching the deadline means waiting
+        # behind other work: this gateway is busy.
+        forget_later(state, sub)
+        log.warning("submit of job %s refused: the gateway is saturated", sub.job_id)
+        raise Overloaded("this gateway is saturated; retry later",
+                         retry_after_s=state.submit_gate.retry_after_s()) from None
+    task = send_in_background(state, sub)
+    try:
+        async with asyncio.timeout_at(deadline):
+            sent = await asyncio.shield(task)
+    except TimeoutError:
+        if sub.withdrawing:  # the broker refused: finish withdrawing, then say so
+            sent = await task
+        else:
+            sub.accepted = True
+            log.info("job %s accepted; its task is still being sent", sub.job_id)
+            sent = True
+    if not sent:
+        raise ServiceUnavailable("the job queue is unavailable; retry shortly")
     return record
+
+
+def send_in_background(state, sub: Submission) -> asyncio.Task:
+    async def run() -> bool:
+        try:
+            return await send(state, sub)
+        except Exception as exc:  # noqa: BLE001 - the outbox sweep sends it later
+            log.warning("job %s left in the outbox: %s", sub.job_id, type(exc).__name__)
+            return True
+
+    return _keep(asyncio.create_task(run()))

@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis, RedisCluster
 
-from tokenrelay.core.connections import async_client
 from tokenrelay import __version__
+from tokenrelay.core.connections import async_client
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
@@ -20,10 +20,12 @@ from tokenrelay.core.tasks import TaskSender, create_celery_app
 
 from . import jobs_list, metrics, openai_compat, webpage
 from .auth import Authenticate, KeyRing, StreamTokens, token_secret
+from .backpressure import GatewayPool, SubmitGate
 from .docs import install_docs
 from .errors import install_error_handlers
 from .limits import BodySizeLimit
 from .metrics import GatewayMetrics
+from .outbox import OutboxSweeper
 from .quotas import RateLimit, ReaderSlots
 from .relay import Relay
 from .routes import router
@@ -40,7 +42,8 @@ COMMAND_TIMEOUT_S = 3.0
 
 def _redis_pool(settings: Settings) -> Redis | RedisCluster:
     return async_client(settings.redis_target, max_connections=settings.redis_pool_size, pool_wait_s=POOL_WAIT_S,
-                        socket_timeout=COMMAND_TIMEOUT_S, client_name=f"tokenrelay-gateway:{os.getpid()}")
+                        socket_timeout=COMMAND_TIMEOUT_S, client_name=f"tokenrelay-gateway:{os.getpid()}",
+                        pool_class=GatewayPool)
 
 
 async def _warm(redis: Redis | RedisCluster, size: int) -> None:
@@ -73,6 +76,8 @@ def create_app(settings: Settings) -> FastAPI:
         state.started_at = int(time.time())
         state.stream_tokens = stream_tokens
         state.reader_slots = ReaderSlots(settings.max_readers_per_job)
+        state.submit_gate = SubmitGate(settings.max_pending_submits, concurrency=2 * settings.redis_pool_size)
+        sweeper = OutboxSweeper(state)
         if not keyring.enabled:
             log.warning("no API keys configured (TOKENRELAY_API_KEYS): authentication is off; "
                         "serve on a loopback address only")
@@ -81,9 +86,11 @@ def create_app(settings: Settings) -> FastAPI:
         except Exception as exc:  # noqa: BLE001 - start anyway; /ready reports Redis as down
             log.warning("redis not reachable at start-up: %s", type(exc).__name__)
         await relay.start()
+        sweeper.start()
         try:
             yield
         finally:
+            await sweeper.stop()
             await relay.stop()
             await redis.aclose()
             await asyncio.to_thread(state.tasks.close)

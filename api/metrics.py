@@ -22,6 +22,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .quotas import queue_depth
+from .auth import principal_of
+from .errors import error_response
 from .relay import RelayHooks
 
 log = logging.getLogger("tokenrelay.gateway")
@@ -127,6 +129,9 @@ async def _refresh(request: Request, metrics: GatewayMetrics) -> None:
 
 @router.get("/metrics")
 async def metrics_endpoint(request: Request) -> Response:
+    # Cluster-wide figures (queue depth, running jobs, every key's traffic): for operators only.
+    if not principal_of(request).admin:
+        return error_response(403, "permission_error", "/metrics needs an admin key", param="Authorization")
     metrics: GatewayMetrics = request.app.state.metrics
     await _refresh(request, metrics)
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -15,22 +15,32 @@ Deliberate choices (read before changing):
   what the client already has, as long as it agrees with it; if it disagrees the stream ends with
   an error chunk, since a chat completion stream cannot take text back.
 - A failed job answers 5xx with `x-should-retry: false`: the SDK would otherwise run it again.
+- A `tool_call` event (a call the model finished writing) becomes one chunk whose `delta.tool_calls`
+  holds the whole call, arguments included: the SDK and `ChatOpenAI` join deltas by `index`, so one
+  delta per call is as valid as OpenAI's many. Arguments are relayed as the model wrote them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from redis.exceptions import RedisError
+
 from tokenrelay.core import protocol
+from tokenrelay.core.protocol import EventId
+from tokenrelay.core.registry import TOOL_CALL
+from tokenrelay.events import Event
 
 from .errors import ERROR_RESPONSES
 from .openai_schemas import ChatCompletionRequest
-from .routes import SSE_HEADERS, start_job
+from .routes import REPLAYED_HEADER, start_job
+from .sse_response import SSE_HEADERS, STREAM_RETRY_DELAY_S, STREAM_RETRY_S
 
 router = APIRouter(tags=["OpenAI-compatible"])
 
@@ -55,15 +65,58 @@ def _error_body(message: str, error_type: str, code: str | None = None, param: s
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
+def openai_tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    """A `tool_call` event's call in OpenAI's shape (arguments as a JSON string)."""
+    args = call["args"]
+    arguments = args if isinstance(args, str) else protocol.dumps(args)
+    return {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": arguments}}
+
+
+async def job_events(request: Request, job_id: str) -> AsyncIterator[Event | None]:
+    """A job's events from its start through the process's relay; None for each keepalive. Redis
+    errors are retried from the last event for STREAM_RETRY_S, then the answer is an error."""
+    last: EventId | None = None
+    give_up_at: float | None = None
+    while True:
+        try:
+            async for event in request.app.state.relay.follow_events(job_id, last):
+                if event is not None and event.id:
+                    last, give_up_at = EventId.parse(event.id), None
+                yield event
+            return
+        except RedisError:
+            now = time.monotonic()
+            give_up_at = give_up_at or now + STREAM_RETRY_S
+            if now >= give_up_at:
+                yield Event(id=None, event=protocol.ERROR, data={
+                    "type": "stream_unavailable",
+                    "message": f"the job store stopped answering; the job goes on: read it at /v1/jobs/{job_id}"})
+                yield Event(id=None, event=protocol.END, data={"status": "interrupted", "usage": None,
+                                                               "finish_reason": None})
+                return
+            await asyncio.sleep(STREAM_RETRY_DELAY_S)
+
+
 class _Answer:
-    """The answer's text across attempts (see the module docstring on `reset`)."""
+    """The answer's text and tool calls across attempts (see the module docstring on `reset`)."""
 
     def __init__(self) -> None:
         self.sent = ""
         self.attempt_text = ""
+        self.calls: list[dict[str, Any]] = []
+        self.attempt_calls = 0
 
     def reset(self) -> None:
         self.attempt_text = ""
+        self.attempt_calls = 0
+
+    def add_call(self, call: dict[str, Any]) -> bool | None:
+        """True for a call the client does not have yet, False for one it has, None for a contradiction."""
+        position, self.attempt_calls = self.attempt_calls, self.attempt_calls + 1
+        if position < len(self.calls):
+            return False if self.calls[position] == call else None
+        self.calls.append(call)
+        return True
 
     def add(self, text: str) -> str | None:
         """The part of `text` the client does not have yet; None if it contradicts what was sent."""
@@ -95,20 +148,31 @@ class _Chunks:
         return _data_line({**self.base, "choices": [], "usage": _usage(end)})
 
 
+def _reset_error(job_id: str) -> bytes:
+    return _data_line(_error_body(f"the job restarted with a different answer; read it at /v1/jobs/{job_id}",
+                                  "stream_reset", "stream_reset"))
+
+
 async def _stream(request: Request, job_id: str, chunks: _Chunks) -> AsyncIterator[bytes]:
     yield chunks.choice({"role": "assistant", "content": "", "refusal": None})
     answer = _Answer()
-    async for event in request.app.state.relay.follow_events(job_id):
+    async for event in job_events(request, job_id):
         if event is None:
             yield protocol.KEEPALIVE_FRAME
         elif event.event == protocol.TOKEN:
             new = answer.add(event.data["text"])
             if new is None:
-                yield _data_line(_error_body("the job restarted with a different answer; read it at "
-                                             f"/v1/jobs/{job_id}", "stream_reset", "stream_reset"))
+                yield _reset_error(job_id)
                 return
             if new:
                 yield chunks.choice({"content": new})
+        elif event.event == TOOL_CALL:
+            new = answer.add_call(event.data)
+            if new is None:
+                yield _reset_error(job_id)
+                return
+            if new:
+                yield chunks.choice({"tool_calls": [{"index": event.data["index"], **openai_tool_call(event.data)}]})
         elif event.event == protocol.RESET:
             answer.reset()
         elif event.event == protocol.ERROR:
@@ -122,17 +186,20 @@ async def _stream(request: Request, job_id: str, chunks: _Chunks) -> AsyncIterat
             return
 
 
-async def _complete(request: Request, job_id: str, base: dict[str, Any]) -> JSONResponse:
+async def _complete(request: Request, job_id: str, base: dict[str, Any], headers: dict[str, str]) -> JSONResponse:
     parts: list[str] = []
+    calls: list[dict[str, Any]] = []
     error: dict[str, Any] | None = None
-    headers = {JOB_ID_HEADER: job_id}
-    async for event in request.app.state.relay.follow_events(job_id):
+    async for event in job_events(request, job_id):
         if event is None:
             continue
         if event.event == protocol.TOKEN:
             parts.append(event.data["text"])
+        elif event.event == TOOL_CALL:
+            calls.append(openai_tool_call(event.data))
         elif event.event == protocol.RESET:
             parts.clear()
+            calls.clear()
         elif event.event == protocol.ERROR:
             error = event.data
         elif event.event == protocol.END:
@@ -140,8 +207,11 @@ async def _complete(request: Request, job_id: str, base: dict[str, Any]) -> JSON
                 status = FAILURE_STATUS.get(error.get("type", ""), 500)
                 body = _error_body(error.get("message", "the job failed"), error.get("type", "error"))
                 return JSONResponse(body, status_code=status, headers={**headers, "x-should-retry": "false"})
-            choice = {"index": 0, "message": {"role": "assistant", "content": "".join(parts), "refusal": None},
-                      "logprobs": None, "finish_reason": event.data.get("finish_reason") or "stop"}
+            message = {"role": "assistant", "content": "".join(parts) or (None if calls else ""), "refusal": None}
+            if calls:
+                message["tool_calls"] = calls
+            choice = {"index": 0, "message": message, "logprobs": None,
+                      "finish_reason": event.data.get("finish_reason") or "stop"}
             body = {**base, "object": "chat.completion", "system_fingerprint": None, "choices": [choice],
                     "usage": _usage(event.data)}
             return JSONResponse(body, headers=headers)
@@ -155,22 +225,28 @@ async def _complete(request: Request, job_id: str, base: dict[str, Any]) -> JSON
     responses={200: {"content": {"text/event-stream": {}}, "description": "A `chat.completion`, or with "
                      "`stream: true` `chat.completion.chunk` lines ending with `data: [DONE]`."},
                404: {"model": ERROR_RESPONSES[404]["model"], "description": "Unknown model."},
-               **{code: ERROR_RESPONSES[code] for code in (400, 413, 503)}},
+               **{code: ERROR_RESPONSES[code] for code in (400, 409, 413, 422, 503)}},
     summary="OpenAI-compatible chat completion (runs as a tokenrelay job)",
 )
-async def chat_completions(body: ChatCompletionRequest, request: Request):
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description="Makes the request safe to "
+                               "retry: a repeat with the same body gets the same job's answer.")] = None,
+):
     settings = request.app.state.settings
     if body.model not in settings.models:
         message = f"The model `{body.model}` does not exist. Available: {', '.join(settings.models)}"
         return JSONResponse(_error_body(message, "invalid_request_error", "model_not_found", "model"), status_code=404)
     created = int(time.time())
-    record = await start_job(body.to_job(), request, body.max_tokens_field)
+    record, repeated = await start_job(body.to_job(), request, body.max_tokens_field, idempotency_key)
     completion_id = f"chatcmpl-{record.id}"
+    headers = {JOB_ID_HEADER: record.id, **({REPLAYED_HEADER: "true"} if repeated else {})}
     if not body.stream:
-        return await _complete(request, record.id, {"id": completion_id, "created": created, "model": body.model})
+        return await _complete(request, record.id, {"id": completion_id, "created": created, "model": body.model},
+                               headers)
     chunks = _Chunks(completion_id, created, body.model, body.include_usage)
     return StreamingResponse(_stream(request, record.id, chunks), media_type="text/event-stream",
-                             headers={**SSE_HEADERS, JOB_ID_HEADER: record.id})
+                             headers={**SSE_HEADERS, **headers})
 
 
 def _model_card(name: str, created: int) -> dict[str, Any]:

@@ -8,37 +8,35 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from redis.exceptions import RedisError
 
 from tokenrelay.core import protocol
 from tokenrelay.core.protocol import EventId
 from tokenrelay.core.registry import check_model
-from tokenrelay.core.status import CancelOutcome, JobStatus
-from tokenrelay.core.store import JobRecord, load_job
+from tokenrelay.core.status import CancelOutcome
+from tokenrelay.core.store import JobRecord, load_job, load_owner
 from tokenrelay.errors import (
+    IdempotencyKeyInUse,
     InvalidEventId,
     InvalidRequest,
     JobNotFound,
-    ServiceUnavailable,
 )
 
-from .admission import admit, forget_later
+from . import idempotency
+from .admission import Submission, admit
 from .auth import principal_of
 from .errors import ERROR_RESPONSES
 from .filters import StreamFilter
 from .graph_jobs import graph_request
-from .quotas import limit_duration
 from .schemas import CancelResult, Health, JobCreated, JobRequest, JobView, Readiness
+from .sse_response import sse_response
 
 log = logging.getLogger("tokenrelay.gateway")
 
 router = APIRouter()
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-SSE_RETRY_FRAME = b"retry: 1000\n\n"
 # While Redis or the broker is unreachable, answer 503 within this long instead of hanging.
 READY_TIMEOUT_S = 2.0
-SUBMIT_TIMEOUT_S = 5.0
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 def _responses(*codes: int) -> dict:
@@ -59,6 +57,7 @@ def _view(record: JobRecord) -> JobView:
         finished_at=record.finished_at,
         attempt=record.attempt,
         output={"text": record.output_text if record.finished else None,
+                "tool_calls": record.output_tool_calls if record.finished else None,
                 "state": record.output_state if record.finished else None},
         usage=record.usage,
         error=record.error,
@@ -77,19 +76,22 @@ def _check_access(request: Request, job_id: str, found: bool, owner: str | None)
         raise JobNotFound(job_id)
 
 
-async def _record(request: Request, job_id: str) -> JobRecord:
-    state = request.app.state
-    record = await load_job(state.redis, state.keys, protocol.check_job_id(job_id))
-    _check_access(request, job_id, record is not None, record.owner if record else None)
-    return record
-
-
 async def _check_readable(request: Request, job_id: str) -> None:
-    """The job exists and the caller may read it, without fetching the record (it holds the whole
-    request, which a reader has no use for)."""
+    """The job exists and the caller may read it. Only the owner field is read first: the record
+    holds the whole request, and reading it for another key's job would make a foreign id answer
+    measurably slower than an unknown one."""
     state = request.app.state
-    found, owner = await state.redis.hmget(state.keys.meta(protocol.check_job_id(job_id)), ["id", "owner"])
-    _check_access(request, job_id, found is not None, owner.decode() if owner is not None else None)
+    owner = await load_owner(state.redis, state.keys, protocol.check_job_id(job_id))
+    _check_access(request, job_id, owner is not None, owner)
+
+
+async def _record(request: Request, job_id: str) -> JobRecord:
+    await _check_readable(request, job_id)
+    state = request.app.state
+    record = await load_job(state.redis, state.keys, job_id)
+    if record is None:  # expired in between
+        raise JobNotFound(job_id)
+    return record
 
 
 def _check_max_tokens(body: JobRequest, settings, param: str) -> None:
@@ -118,26 +120,11 @@ SSE_RESPONSE = {"content": {"text/event-stream": {}}, "description": "Server-Sen
                 "resume with Last-Event-ID, under any filter."}
 
 
-def _sse_response(request: Request, job_id: str, after: EventId | None, headers: dict[str, str] | None = None,
-                  *, fresh: bool = False, stream_filter: StreamFilter | None = None):
-    state = request.app.state
-
-    async def frames():
-        yield SSE_RETRY_FRAME
-        try:
-            async for chunk in state.relay.follow(job_id, after, stream_filter, fresh=fresh):
-                yield chunk
-        except RedisError as exc:
-            # End the response cleanly, without `end`: the client resumes from its last event id.
-            log.warning("stream of job %s cut short: %s", job_id, type(exc).__name__)
-
-    body = state.reader_slots.hold(job_id, limit_duration(frames(), state.settings.max_stream_s))
-    return StreamingResponse(body, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
-
-
-async def start_job(body: JobRequest, request: Request, max_tokens_param: str = "params.max_tokens") -> JobRecord:
+async def start_job(body: JobRequest, request: Request, max_tokens_param: str = "params.max_tokens",
+                    idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
     """Check limits and quotas, store the record and enqueue the job: the one path every API that runs a
-    job takes. `max_tokens_param` is the field's name in the caller's API, for the error's `param`."""
+    job takes. `max_tokens_param` is the field's name in the caller's API, for the error's `param`.
+    Returns the record and whether it is the job an earlier request with the same Idempotency-Key made."""
     state = request.app.state
     principal = principal_of(request)
     if body.graph is not None:
@@ -145,34 +132,73 @@ async def start_job(body: JobRequest, request: Request, max_tokens_param: str = 
         model, request_doc = graph_request(body, state.settings)
     else:
         messages = _check_limits(body, request, max_tokens_param)
-        model, request_doc = body.model, {"messages": messages, "params": body.params.model_dump(exclude_none=True)}
-    job_id = protocol.new_job_id()
+        model, request_doc = body.model, {"messages": messages, "params": body.params.model_dump(exclude_none=True),
+                                          **body.tool_request(body.model, state.settings)}
+    sub = Submission(principal, protocol.new_job_id(), model, request_doc, body.metadata,
+                     idempotency.check(idempotency_key))
+    if sub.idempotency_key is not None:
+        body_digest = idempotency.digest(body.model_dump(mode="json"))
+        held = await idempotency.lookup(state, principal, sub.idempotency_key, body_digest)
+        if held is not None:
+            return await _earlier_job(request, held), True
+    state.submit_gate.enter()
     try:
-        async with asyncio.timeout(SUBMIT_TIMEOUT_S):
-            record = await admit(state, principal, job_id, model, request_doc, body.metadata)
-    except TimeoutError:
-        log.warning("submit of job %s timed out; Redis or the broker is not answering", job_id)
-        forget_later(state, principal, job_id)
-        raise ServiceUnavailable("the job queue is not answering; retry shortly") from None
+        async with state.submit_gate.turn():
+            if sub.idempotency_key is not None:
+                held = await idempotency.claim(state, principal, sub.idempotency_key, body_digest, sub.job_id)
+                if held is not None:
+                    return await _earlier_job(request, held), True
+            record = await admit(state, sub)
+    finally:
+        state.submit_gate.leave()
     if state.settings.log_prompts:  # a debug setting: prompts stay out of logs otherwise
-        log.info("job %s request: %s", job_id, protocol.dumps(request_doc))
+        log.info("job %s request: %s", sub.job_id, protocol.dumps(request_doc))
     state.metrics.jobs_submitted.labels(model).inc()
-    log.info("job %s queued (model %s)", job_id, model)
+    log.info("job %s queued (model %s)", sub.job_id, model)
+    return record, False
+
+
+async def _earlier_job(request: Request, job_id: str) -> JobRecord:
+    record = await load_job(request.app.state.redis, request.app.state.keys, job_id)
+    if record is None:  # the first request has not stored it yet (or was refused and is being undone)
+        raise IdempotencyKeyInUse()
     return record
+
+
+async def _resume_point(request: Request, job_id: str, raw_after: str | None) -> EventId | None:
+    """The event a reader resumes after, checked against the job's stream; None = from the start."""
+    if raw_after is None or raw_after == "":
+        return None
+    after = EventId.parse(raw_after)
+    # Past the job's last event is an id it never had. Below it, an id missing from the stream can be one a
+    # failover lost after the client received it: the client gets what came after it.
+    last = await request.app.state.redis.xrevrange(request.app.state.keys.events(job_id), count=1)
+    if not last or after > EventId.parse(last[0][0].decode()):
+        raise InvalidEventId(raw_after, "names no event of this job")
+    return after
 
 
 @router.post("/v1/jobs", status_code=202, response_model=JobCreated,
              responses={200: {**SSE_RESPONSE, "description": "With `stream: true`: " + SSE_RESPONSE["description"]},
-                        **_responses(400, 401, 413, 429, 503)},
+                        **_responses(400, 401, 409, 413, 422, 429, 503)},
              summary="Submit a job")
-async def submit_job(body: JobRequest, request: Request, response: Response) -> JobCreated:
-    record = await start_job(body, request)
+async def submit_job(
+    body: JobRequest, request: Request, response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description="Makes the submit safe to "
+                               "retry: a repeat with the same body gets the same job (kept for retention).")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", description="With `stream: true` and a "
+                             "repeated Idempotency-Key: resume the job's stream after this event.")] = None,
+) -> JobCreated:
+    record, repeated = await start_job(body, request, idempotency_key=idempotency_key)
+    headers = {"Location": f"/v1/jobs/{record.id}", "X-Tokenrelay-Job-Id": record.id}
+    if repeated:
+        headers[REPLAYED_HEADER] = "true"
     if body.stream:  # one round trip: the submitter reads the stream from its first event
-        return _sse_response(request, record.id, None,
-                             {"Location": f"/v1/jobs/{record.id}", "X-Tokenrelay-Job-Id": record.id}, fresh=True)
-    response.headers["Location"] = f"/v1/jobs/{record.id}"
-    return JobCreated(id=record.id, status=JobStatus.QUEUED, model=record.model, created_at=record.created_at,
-                      stream_url=_stream_url(record.id), metadata=body.metadata, graph=body.graph)
+        after = await _resume_point(request, record.id, last_event_id) if repeated else None
+        return sse_response(request, record.id, after, headers, fresh=not repeated, submitted=True)
+    response.headers.update(headers)
+    return JobCreated(id=record.id, status=record.status, model=record.model, created_at=record.created_at,
+                      stream_url=_stream_url(record.id), metadata=record.metadata, graph=record.request.get("graph"))
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobView, responses=_responses(400, 401, 404, 429, 503),
@@ -203,19 +229,11 @@ async def stream_job(
                                        "/v1/jobs/{job_id}/stream-token, for clients that cannot send headers. "
                                        "Never an API key.")] = None,
 ) -> StreamingResponse:
-    state = request.app.state
     reader_filter = StreamFilter.from_query(tags=tags, node=node, events=events, final_only=final_only)
     await _check_readable(request, job_id)
     raw_after = last_event_id_header if last_event_id_header is not None else last_event_id
-    after = None
-    if raw_after is not None and raw_after != "":
-        after = EventId.parse(raw_after)
-        # Past the job's last event is an id it never had. Below it, an id missing from the stream can be
-        # one a failover lost after the client received it: the client gets what came after it.
-        last = await state.redis.xrevrange(state.keys.events(job_id), count=1)
-        if not last or after > EventId.parse(last[0][0].decode()):
-            raise InvalidEventId(raw_after, "names no event of this job")
-    return _sse_response(request, job_id, after, stream_filter=reader_filter)
+    after = await _resume_point(request, job_id, raw_after)
+    return sse_response(request, job_id, after, stream_filter=reader_filter)
 
 
 @router.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=CancelResult,
@@ -224,7 +242,7 @@ async def stream_job(
              summary="Cancel a job")
 async def cancel_job(job_id: str, request: Request) -> JSONResponse:
     state = request.app.state
-    await _record(request, job_id)
+    await _check_readable(request, job_id)
     outcome, status = await state.scripts.cancel(job_id, state.settings.retention_s)
     if outcome == CancelOutcome.MISSING:
         raise JobNotFound(job_id)

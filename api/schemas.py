@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from .tool_schemas import ToolCall, ToolFields
 
 MAX_STOP_SEQUENCES = 4
 
@@ -20,10 +31,38 @@ def _not_blank(text: str) -> str:
 PromptText = Annotated[str, StringConstraints(min_length=1), AfterValidator(_not_blank)]
 
 
+# Message text that may be empty (a tool's answer; an assistant turn that only calls tools). The length
+# constraint makes pydantic refuse a lone surrogate, as for PromptText.
+MessageText = Annotated[str, StringConstraints(min_length=0)]
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "user", "assistant"]
-    content: PromptText
+    role: Literal["system", "user", "assistant", "tool"]
+    tool_calls: list[ToolCall] | None = Field(default=None, description="An assistant message's tool calls.")
+    content: MessageText = Field(default="", validate_default=True, description="Required, except in an "
+                                 "assistant message with `tool_calls` and in a tool message.")
+    tool_call_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                     description="A tool message: the call it answers.")
+    name: str | None = Field(default=None, min_length=1, max_length=64, description="A tool message: the tool's name.")
+
+    @model_validator(mode="after")
+    def _check_role(self) -> "ChatMessage":
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only assistant messages carry `tool_calls`")
+        if (self.tool_call_id is not None or self.name is not None) and self.role != "tool":
+            raise ValueError("only tool messages carry `tool_call_id` and `name`")
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("a tool message needs `tool_call_id`")
+        return self
+
+    @field_validator("content")
+    @classmethod
+    def _content_needed(cls, content: str, info: ValidationInfo) -> str:
+        role, calls = info.data.get("role"), info.data.get("tool_calls")
+        if role == "tool" or (role == "assistant" and calls):
+            return content
+        return _not_blank(content)
 
 
 class GenerationParams(BaseModel):
@@ -46,7 +85,7 @@ class GenerationParams(BaseModel):
 StreamMode = Literal["messages", "custom", "updates", "values"]
 
 
-class JobRequest(BaseModel):
+class JobRequest(ToolFields):
     model_config = ConfigDict(extra="forbid")
     model: str | None = Field(default=None, min_length=1, max_length=200, examples=["demo"],
                               description="Required for a model job; for a graph job, its chat model (default demo).")
@@ -69,6 +108,9 @@ class JobRequest(BaseModel):
                 raise ValueError("a graph job takes `input`, not `messages` or `prompt`")
             if isinstance(self.stream_mode, list) and not self.stream_mode:
                 raise ValueError("`stream_mode` must not be empty")
+            if self.tool_fields_given():
+                raise ValueError("a graph job's tools are its graph's: `tools`, `tool_choice`, "
+                                 "`parallel_tool_calls` and `response_format` are for model jobs")
             return self
         if self.input is not None or self.stream_mode is not None:
             raise ValueError("`input` and `stream_mode` need a `graph`")
@@ -84,15 +126,16 @@ class JobRequest(BaseModel):
         modes = [self.stream_mode] if isinstance(self.stream_mode, str) else self.stream_mode or ["messages"]
         return list(dict.fromkeys(modes))
 
-    def chat_messages(self) -> list[dict[str, str]]:
+    def chat_messages(self) -> list[dict[str, Any]]:
         if self.prompt is not None:
             return [{"role": "user", "content": self.prompt}]
-        return [message.model_dump() for message in self.messages or []]
+        return [message.model_dump(exclude_none=True) for message in self.messages or []]
 
 
 class JobCreated(BaseModel):
     id: str
-    status: Literal["queued"]
+    status: str = Field(description="`queued` for a new job; a repeat with the same Idempotency-Key gets the "
+                                    "job's status now.")
     model: str
     created_at: str
     stream_url: str
@@ -102,6 +145,8 @@ class JobCreated(BaseModel):
 
 class JobOutput(BaseModel):
     text: str | None
+    tool_calls: list[dict[str, Any]] | None = Field(
+        default=None, description="A model job's tool calls (`index`, `id`, `name`, `args`), once it finished.")
     state: Any = Field(default=None, description="A graph job's final state, once it finished.")
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from . import relay_cost, scenarios, sizing
+from . import overload, relay_cost, scenarios, sizing
 from .procs import Direct, Naive, TokenRelay
 
 WORKERS = 2  # worker processes on each side that has workers (a 2-core machine)
@@ -29,7 +29,11 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def _run(make, plan: list[tuple[str, object]], sizes: scenarios.Sizes, results: dict) -> None:
+async def _run(make, plan: list[tuple[str, object]], sizes: scenarios.Sizes, results: dict,
+               only: set[str] | None = None) -> None:
+    plan = [(name, scenario) for name, scenario in plan if only is None or name.split("_")[0] in only]
+    if not plan:
+        return
     impl = make()
     try:
         for name, scenario in plan:
@@ -72,11 +76,9 @@ async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes: under a minute")
     parser.add_argument("--chart", help="also sweep concurrency and draw tokens/s and lag to this PNG")
-    parser.add_argument("--relay-cost", action="store_true",
-                        help="only scenario 6: per-token costs at 10/100/1,000 live jobs (README Scaling)")
-    parser.add_argument("--sizing", action="store_true",
-                        help="only scenario 7: per-unit costs and the sizing table (README Scaling)")
+    parser.add_argument("--only", help="run only these scenarios, by number (e.g. 6,7)")
     args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
     _raise_fd_limit()
     sizes = scenarios.Sizes.quick() if args.quick else scenarios.Sizes()
     concurrency = max(sizes.latency_jobs, sizes.throughput_jobs, *sizes.relay_live_jobs) // WORKERS + 50
@@ -84,29 +86,25 @@ async def main(argv: list[str] | None = None) -> int:
     naive = lambda: Naive(WORKERS, concurrency)  # noqa: E731
     started = time.monotonic()
     results: dict = {}
-    only = [(name, scenario) for flag, name, scenario in ((args.relay_cost, "6_relay_cost", relay_cost.relay_cost),
-                                                          (args.sizing, "7_sizing", sizing.sizing)) if flag]
-    if only:
-        _log(f"tokenrelay: {', '.join(name for name, _ in only)}")
-        await _run(tokenrelay, only, sizes, results)
-        print(_table(results))
-        print(json.dumps(results, default=lambda o: None))
-        return 0
     _log("tokenrelay")
     await _run(tokenrelay, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
                             ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token),
-                            ("6_relay_cost", relay_cost.relay_cost), ("7_sizing", sizing.sizing),
-                            ("5_idle_readers", scenarios.idle_readers)],
-         sizes, results)
+                            ("8_relay_cost", relay_cost.relay_cost), ("9_sizing", sizing.sizing),
+                            ("5_idle_readers", scenarios.idle_readers)], sizes, results, only)
+    # Overload (issue #11), each on a stack of its own: workers sized to run every job at once.
+    await _run(tokenrelay, [("6_burst", overload.burst)], sizes, results, only)
+    await _run(lambda: TokenRelay(WORKERS, sizes.starvation_jobs // WORKERS + 50),
+               [("7_lease_starvation", overload.lease_starvation)], sizes, results, only)
     _log("direct")
     await _run(Direct, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
-                        ("4_first_token", scenarios.first_token)], sizes, results)
+                        ("4_first_token", scenarios.first_token)], sizes, results, only)
     _log("naive relay")
     await _run(naive, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
-                       ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token)], sizes, results)
-    direct = results["1_throughput"].get("direct", {}).get("tokens_per_s")
-    ours = results["1_throughput"]["tokenrelay"].get("tokens_per_s")
-    results["1_throughput"]["tokenrelay"]["ratio_to_direct"] = ours / direct if ours and direct else float("nan")
+                       ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token)], sizes, results, only)
+    if "direct" in results.get("1_throughput", {}) and "tokenrelay" in results.get("1_throughput", {}):
+        direct = results["1_throughput"]["direct"].get("tokens_per_s")
+        ours = results["1_throughput"]["tokenrelay"].get("tokens_per_s")
+        results["1_throughput"]["tokenrelay"]["ratio_to_direct"] = ours / direct if ours and direct else float("nan")
     if args.chart:
         from .chart import draw
 

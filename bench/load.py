@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 class Refused(Exception):
     """The server answered with an error status instead of a stream."""
 
-    def __init__(self, status: int, retry_after_s: float) -> None:
+    def __init__(self, status: int, retry_after_s: float, code: str | None = None) -> None:
         super().__init__(f"HTTP {status}")
         self.status = status
         self.retry_after_s = retry_after_s
+        self.code = code  # the error body's `code` (or `type` when it has none)
 
 
 @dataclass
@@ -38,6 +39,13 @@ class Reading:
 async def request(host: str, port: int, method: str, path: str, body: bytes | None = None,
                   headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """A plain request/response (for submits); one connection each."""
+    status, _, data = await exchange(host, port, method, path, body, headers)
+    return status, data
+
+
+async def exchange(host: str, port: int, method: str, path: str, body: bytes | None = None,
+                   headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """A request/response with the response's headers."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(_head(method, path, body, headers) + (body or b""))
@@ -46,7 +54,7 @@ async def request(host: str, port: int, method: str, path: str, body: bytes | No
             data = b"".join([chunk async for chunk in _chunks(reader)])
         else:
             data = await reader.readexactly(int(response_headers.get("content-length", "0")))
-        return status, data
+        return status, response_headers, data
     finally:
         writer.close()
 
@@ -74,7 +82,8 @@ async def read_sse(host: str, port: int, path: str, *, body: dict | None = None,
         if connected is not None:
             connected.set()
         if status != 200:
-            raise Refused(status, float(headers.get("retry-after", "1")))
+            raise Refused(status, float(headers.get("retry-after", "1")), error_code(
+                await reader.readexactly(int(headers.get("content-length", "0")))))
         buffer = b""
         source = _chunks(reader) if headers.get("transfer-encoding") == "chunked" else _raw(reader)
         async for chunk in source:
@@ -87,6 +96,14 @@ async def read_sse(host: str, port: int, path: str, *, body: dict | None = None,
         return reading
     finally:
         writer.close()
+
+
+def error_code(data: bytes) -> str | None:
+    try:
+        error = json.loads(data)["error"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return error.get("code") or error.get("type")
 
 
 def _take(frame: bytes, reading: Reading, arrived: float, keep_ids: bool) -> bool:

@@ -99,17 +99,21 @@ class Implementation:
 class TokenRelay(Implementation):
     name = "tokenrelay"
 
-    def __init__(self, workers: int, concurrency: int) -> None:
+    def __init__(self, workers: int, concurrency: int, **settings: str) -> None:
+        """`settings`: more TOKENRELAY_* variables, by their lowercase setting names."""
         self.redis = EmbeddedServer(extra_args=["--maxclients", "20000"]).start()
         # One load generator plays every client: per-key quotas sized for it, not for one user.
         env = _env(TOKENRELAY_REDIS_URL=self.redis.url, TOKENRELAY_EVENT_TIMESTAMPS="1",
                    TOKENRELAY_WORKER_CONCURRENCY=str(concurrency), TOKENRELAY_MAX_TOKENS_LIMIT="100000",
                    TOKENRELAY_MAX_ACTIVE_JOBS_PER_KEY="100000", TOKENRELAY_RATE_LIMIT_PER_MINUTE="10000000",
-                   TOKENRELAY_MAX_READERS_PER_JOB="100000")
+                   TOKENRELAY_MAX_READERS_PER_JOB="100000",
+                   **{f"TOKENRELAY_{name.upper()}": str(value) for name, value in settings.items()})
         self.port = free_port()
+        self.metrics_ports = [free_port() for _ in range(workers)]  # each worker's Prometheus metrics
         self.processes = [
             Proc(f"tokenrelay-worker{i}", [sys.executable, "-m", "celery", "-A", "worker", "worker", "-l", "warning",
-                                           "-n", f"bench{i}@%h", "--without-mingle", "--without-gossip"], env)
+                                           "-n", f"bench{i}@%h", "--without-mingle", "--without-gossip"],
+                 {**env, "TOKENRELAY_WORKER_METRICS_PORT": str(self.metrics_ports[i])})
             for i in range(workers)
         ]
         self.gateway = Proc("tokenrelay-gateway", _uvicorn("api.app:app_from_env", self.port), env)
@@ -131,7 +135,8 @@ class Direct(Implementation):
 class Naive(Implementation):
     name = "naive"
 
-    def __init__(self, workers: int, concurrency: int) -> None:
+    def __init__(self, workers: int, concurrency: int, **settings: str) -> None:
+        """`settings`: more TOKENRELAY_* variables, by their lowercase setting names."""
         self.redis = EmbeddedServer(extra_args=["--maxclients", "20000"]).start()
         env = _env(NAIVE_REDIS_URL=self.redis.url)
         self.port = free_port()

@@ -39,12 +39,15 @@ class Sizes:
     relay_window_s: float = 15.0
     sizing_readers: int = 200
     sizing_jobs: int = 50
+    burst_submits: int = 2000
+    starvation_jobs: int = 1600
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(throughput_jobs=32, throughput_tokens=1000, latency_jobs=200, latency_tokens=30,
                    fanout_readers=200, fanout_tokens=50, ttft_jobs=50, idle_streams=1000, idle_jobs=20,
-                   relay_window_s=5.0)
+                   relay_window_s=5.0,
+                   burst_submits=500, starvation_jobs=300)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,7 +1,9 @@
 """Python clients of a tokenrelay gateway: `Client` (sync) and `AsyncClient`.
 
 `stream()` yields typed events and reconnects by itself after a dropped connection, resuming
-with Last-Event-ID, until the job's `end` event.
+with Last-Event-ID, until the job's `end` event. `submit()` sends an Idempotency-Key (its own, or
+one it makes) and retries with the same key when the answer was lost or the gateway said to come
+back (409, 503), so a retried submit never runs a job twice.
 
 Both clients share `_BaseClient` (httpx's pattern): it builds every request, maps error answers,
 parses the event stream and keeps the resume bookkeeping. `Client` and `AsyncClient` only send
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +29,35 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 RECONNECT_DELAYS_S = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 STREAM_READ_TIMEOUT_S = 60.0  # above the gateway's 15 s keepalive
 STREAM_CONNECT_TIMEOUT_S = 10.0
+SUBMIT_RETRIES = 3
+SUBMIT_RETRY_STATUSES = (409, 503)
+SUBMIT_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
+MAX_SUBMIT_WAIT_S = 10.0
+# The request may have reached the gateway: only the key makes a retry safe. (A refused connection
+# sent nothing; it is not retried, so an unreachable gateway is reported at once.)
+AMBIGUOUS_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.ReadTimeout, httpx.WriteTimeout,
+                    httpx.RemoteProtocolError)
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex
+
+
+def _submit_wait(attempt: int, response: httpx.Response | None) -> float | None:
+    """Seconds before retry `attempt` (from 0) of a submit, or None: do not retry."""
+    if attempt >= SUBMIT_RETRIES:
+        return None
+    if response is None:
+        return SUBMIT_RETRY_DELAYS_S[min(attempt, len(SUBMIT_RETRY_DELAYS_S) - 1)]
+    if response.status_code not in SUBMIT_RETRY_STATUSES:
+        return None
+    try:
+        return min(MAX_SUBMIT_WAIT_S, float(response.headers.get("Retry-After", "1")))
+    except ValueError:
+        return 1.0
+
+
+TOOL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
 
 
 @dataclass(frozen=True)
@@ -37,6 +69,7 @@ class _Call:
     json: dict[str, Any] | None = None
     params: dict[str, Any] | None = None
     pick: str | None = None  # a key of the answer to return instead of the whole answer
+    headers: dict[str, str] | None = None
 
 
 def _raise_for_error(response: httpx.Response) -> None:
@@ -107,6 +140,10 @@ class _StreamSession:
         return RECONNECT_DELAYS_S[min(self.failures - 1, len(RECONNECT_DELAYS_S) - 1)]
 
 
+def _idempotency(key: str | None) -> dict[str, str]:
+    return {"Idempotency-Key": key or new_idempotency_key()}
+
+
 class _BaseClient:
     """Everything both clients share: how each call is made and what it returns; no I/O."""
 
@@ -120,8 +157,12 @@ class _BaseClient:
 
     @staticmethod
     def _submit_call(prompt: str | None, messages: list[dict] | None, model: str, params: dict | None,
-                     metadata: dict | None) -> _Call:
-        body: dict[str, Any] = {"model": model}
+                     metadata: dict | None, idempotency_key: str | None,
+                     tool_fields: dict[str, Any] | None = None) -> _Call:
+        unknown = set(tool_fields or ()) - set(TOOL_FIELDS)
+        if unknown:
+            raise TypeError(f"submit() got unexpected arguments: {', '.join(sorted(unknown))}")
+        body: dict[str, Any] = {"model": model, **{k: v for k, v in (tool_fields or {}).items() if v is not None}}
         if messages is not None:
             body["messages"] = messages
         else:
@@ -130,17 +171,17 @@ class _BaseClient:
             body["params"] = params
         if metadata:
             body["metadata"] = metadata
-        return _Call("POST", "/v1/jobs", json=body)
+        return _Call("POST", "/v1/jobs", json=body, headers=_idempotency(idempotency_key))
 
     @staticmethod
     def _submit_graph_call(graph: str, graph_input: dict | None, stream_mode: list[str] | None, model: str | None,
-                           params: dict | None, metadata: dict | None) -> _Call:
+                           params: dict | None, metadata: dict | None, idempotency_key: str | None) -> _Call:
         body: dict[str, Any] = {"graph": graph, "input": graph_input or {}}
         for name, value in (("stream_mode", stream_mode), ("model", model), ("params", params),
                             ("metadata", metadata)):
             if value:
                 body[name] = value
-        return _Call("POST", "/v1/jobs", json=body)
+        return _Call("POST", "/v1/jobs", json=body, headers=_idempotency(idempotency_key))
 
     @staticmethod
     def _get_call(job_id: str) -> _Call:
@@ -181,17 +222,38 @@ class Client(_BaseClient):
         self._http.close()
 
     def _send(self, call: _Call) -> Any:
-        return self._result(call, self._http.request(call.method, call.path, json=call.json, params=call.params))
+        return self._result(call, self._http.request(call.method, call.path, json=call.json, params=call.params,
+                                                     headers=call.headers))
+
+    def _send_retrying(self, call: _Call) -> Any:
+        """A submit: sent again (same Idempotency-Key) while the answer is lost or says to come back."""
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(call.method, call.path, json=call.json, headers=call.headers)
+            except AMBIGUOUS_ERRORS:
+                if _submit_wait(attempt, None) is None:
+                    raise
+                response = None
+            wait = _submit_wait(attempt, response)
+            if wait is None:
+                return self._result(call, response)
+            time.sleep(wait)
+            attempt += 1
 
     def submit(self, prompt: str | None = None, *, messages: list[dict] | None = None, model: str = "demo",
-               params: dict | None = None, metadata: dict | None = None) -> dict[str, Any]:
-        return self._send(self._submit_call(prompt, messages, model, params, metadata))
+               params: dict | None = None, metadata: dict | None = None,
+               idempotency_key: str | None = None, **tool_fields: Any) -> dict[str, Any]:
+        """Submit a model job; `tools`, `tool_choice`, `parallel_tool_calls` and `response_format` pass as given."""
+        return self._send_retrying(self._submit_call(prompt, messages, model, params, metadata, idempotency_key,
+                                                     tool_fields))
 
     def submit_graph(self, graph: str, input: dict | None = None, *, stream_mode: list[str] | None = None,
                      model: str | None = None, params: dict | None = None,
-                     metadata: dict | None = None) -> dict[str, Any]:
+                     metadata: dict | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
         """Run a registered graph; `stream_mode` takes LangGraph's modes (default ["messages"])."""
-        return self._send(self._submit_graph_call(graph, input, stream_mode, model, params, metadata))
+        return self._send_retrying(self._submit_graph_call(graph, input, stream_mode, model, params, metadata,
+                                                           idempotency_key))
 
     def get(self, job_id: str) -> dict[str, Any]:
         return self._send(self._get_call(job_id))
@@ -239,18 +301,38 @@ class AsyncClient(_BaseClient):
         await self._http.aclose()
 
     async def _send(self, call: _Call) -> Any:
-        response = await self._http.request(call.method, call.path, json=call.json, params=call.params)
+        response = await self._http.request(call.method, call.path, json=call.json, params=call.params,
+                                            headers=call.headers)
         return self._result(call, response)
 
+    async def _send_retrying(self, call: _Call) -> Any:
+        """A submit: sent again (same Idempotency-Key) while the answer is lost or says to come back."""
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(call.method, call.path, json=call.json, headers=call.headers)
+            except AMBIGUOUS_ERRORS:
+                if _submit_wait(attempt, None) is None:
+                    raise
+                response = None
+            wait = _submit_wait(attempt, response)
+            if wait is None:
+                return self._result(call, response)
+            await asyncio.sleep(wait)
+            attempt += 1
+
     async def submit(self, prompt: str | None = None, *, messages: list[dict] | None = None, model: str = "demo",
-                     params: dict | None = None, metadata: dict | None = None) -> dict[str, Any]:
-        return await self._send(self._submit_call(prompt, messages, model, params, metadata))
+                     params: dict | None = None, metadata: dict | None = None,
+                     idempotency_key: str | None = None, **tool_fields: Any) -> dict[str, Any]:
+        return await self._send_retrying(self._submit_call(prompt, messages, model, params, metadata,
+                                                           idempotency_key, tool_fields))
 
     async def submit_graph(self, graph: str, input: dict | None = None, *, stream_mode: list[str] | None = None,
                            model: str | None = None, params: dict | None = None,
-                           metadata: dict | None = None) -> dict[str, Any]:
+                           metadata: dict | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
         """Run a registered graph; `stream_mode` takes LangGraph's modes (default ["messages"])."""
-        return await self._send(self._submit_graph_call(graph, input, stream_mode, model, params, metadata))
+        return await self._send_retrying(self._submit_graph_call(graph, input, stream_mode, model, params, metadata,
+                                                                 idempotency_key))
 
     async def get(self, job_id: str) -> dict[str, Any]:
         return await self._send(self._get_call(job_id))

@@ -9,7 +9,10 @@
     ├── JobNotFound             unknown or expired job (HTTP 404)
     ├── PayloadTooLarge         body over the limit (HTTP 413)
     ├── LimitExceeded           a quota is used up (HTTP 429, Retry-After)
+    ├── IdempotencyKeyReused    an Idempotency-Key sent again with another body (HTTP 422)
+    ├── IdempotencyKeyInUse     the first request with that key is still being admitted (HTTP 409)
     ├── ServiceUnavailable      Redis or the broker cannot be reached (HTTP 503)
+    │   └── Overloaded          this gateway is saturated (HTTP 503, code `overloaded`, Retry-After >= 2)
     ├── ModelNotConfigured      a worker lacks a provider's credentials
     └── ClientError             raised by tokenrelay.Client for an error answer
 """
@@ -22,6 +25,7 @@ class TokenRelayError(Exception):
 
     status_code = 500
     error_type = "internal_error"
+    code: str | None = None
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -103,6 +107,41 @@ class ServiceUnavailable(TokenRelayError):
 
     status_code = 503
     error_type = "service_unavailable"
+
+
+class Overloaded(ServiceUnavailable):
+    """Raised when this gateway has more submits in progress than it takes at once: busy, not down."""
+
+    error_type = "overloaded"
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.retry_after_s = max(2, int(retry_after_s))
+
+
+class IdempotencyKeyReused(TokenRelayError):
+    """Raised when an Idempotency-Key comes back with a request body other than its first one."""
+
+    status_code = 422
+    error_type = "invalid_request_error"
+    code = "idempotency_key_reused"
+
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was used with a different request body; use a new key for a new "
+                         "request", param="Idempotency-Key")
+
+
+class IdempotencyKeyInUse(TokenRelayError):
+    """Raised when the first request with an Idempotency-Key has not finished being admitted."""
+
+    status_code = 409
+    error_type = "conflict_error"
+    code = "idempotency_key_in_use"
+
+    def __init__(self) -> None:
+        super().__init__("a request with this Idempotency-Key is still being admitted; retry shortly",
+                         param="Idempotency-Key")
 
 
 class ModelNotConfigured(TokenRelayError):

@@ -1,4 +1,9 @@
-"""One attempt of one job on a worker: take the lease, run the core, publish, finish the record."""
+"""One attempt of one job on a worker: take the lease, run the core, publish, finish the record.
+
+The job stays in `running` (its lease renewed, its own worker's reaper keeping off it) until its
+`end` is written: the final flush and finish can wait seconds on a busy worker, and a lease that
+ran out there made a finished job run again (issue #11).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,8 @@ from tokenrelay.core import protocol
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.status import FinishOutcome, JobStatus, StartOutcome
-from tokenrelay.core.store import JobScripts, load_job, utc_now
-from tokenrelay.engine import graphs, runner
+from tokenrelay.core.store import JobRecord, JobScripts, utc_now
+from tokenrelay.engine import graphs, runner, tools
 from tokenrelay.engine.models import GenerationParams, build_chat_model
 from tokenrelay.engine.retry import RetryPolicy, with_retries
 
@@ -31,9 +36,10 @@ class RunningJob:
     attempt: int
     task: asyncio.Task
     stop_reason: str | None = None  # "cancelled" (a client asked), "superseded", "write_failed"
+    finishing: bool = False  # generation is over: the flush and finish must not be cancelled
 
     def stop(self, reason: str) -> None:
-        if self.stop_reason is None:
+        if self.stop_reason is None and not self.finishing:
             self.stop_reason = reason
             self.task.cancel()
 
@@ -47,6 +53,7 @@ class JobServices:
     keys: Keys
     scripts: JobScripts
     publisher: StreamPublisher
+    worker_id: str = ""
     running: dict[str, RunningJob] = field(default_factory=dict)
 
     @property
@@ -69,11 +76,29 @@ async def execute_job(services: JobServices, job_id: str) -> str:
         if state in (StartOutcome.MISSING, StartOutcome.FINISHED):
             await services.scripts.untrack(job_id)
         return state
-    record = await load_job(services.redis, services.keys, job_id)
+    record = await _take(services, job_id)
     if record is None:
         return StartOutcome.MISSING
     job = RunningJob(job_id, attempt, asyncio.current_task())
     services.running[job_id] = job
+    try:
+        return await _attempt(services, job, record, state)
+    finally:
+        services.running.pop(job_id, None)
+
+
+async def _take(services: JobServices, job_id: str) -> JobRecord | None:
+    """The job's record, after naming this worker in it (reapers check that worker's liveness)."""
+    meta = services.keys.meta(job_id)
+    async with services.redis.pipeline(transaction=False) as pipe:
+        pipe.hset(meta, "worker", services.worker_id)  # the record exists: the start script just set its TTL
+        pipe.hgetall(meta)
+        _, raw = await pipe.execute()
+    return JobRecord.from_hash(raw) if raw else None
+
+
+async def _attempt(services: JobServices, job: RunningJob, record: JobRecord, state: StartOutcome) -> str:
+    job_id, attempt = job.job_id, job.attempt
     stream = services.publisher.open(job_id, attempt, job.stop)
     if attempt > 1:
         stream.emit(events.reset(attempt, "worker_lost"))
@@ -102,8 +127,7 @@ async def execute_job(services: JobServices, job_id: str) -> str:
         log.exception("job %s attempt %d failed", job_id, attempt)
         error = runner.error_event(exc)
         status = JobStatus.FAILED
-    finally:
-        services.running.pop(job_id, None)
+    job.finishing = True
     if error:
         stream.emit(error)
     await stream.flushed()
@@ -122,10 +146,11 @@ async def _generate(services: JobServices, record, stream: JobStream, outcome: r
             return graphs.stream_graph(graph, record.request.get("input") or {},
                                        record.request.get("stream_mode") or list(graphs.DEFAULT_STREAM_MODES), outcome)
     else:
-        messages = runner.to_langchain_messages(record.request["messages"])
+        messages = tools.to_langchain_messages(record.request["messages"])
+        bound = tools.bind_request(model, record.request)
 
         def run():
-            return runner.stream_chat(model, messages, outcome)
+            return runner.stream_chat(bound, messages, outcome)
 
     policy = RetryPolicy(settings.provider_attempts, tuple(settings.provider_retry_delays_s))
     metrics = worker_metrics()
@@ -150,6 +175,8 @@ async def _finish(
     }
     if outcome.state is not None:
         fields["output_state"] = protocol.dumps(outcome.state)
+    if outcome.tool_calls:
+        fields["output_tool_calls"] = protocol.dumps(outcome.tool_calls)
     if error:
         fields["error"] = protocol.dumps(error.data)
     # A stream that lost its writes could not carry the error event: the finish writes it.

@@ -41,6 +41,13 @@ class WorkerMetrics:
                               registry=registry)
         self.redis_errors = Counter("tokenrelay_worker_redis_errors", "Job runs that failed on a Redis error "
                                     "(the task is retried).", registry=registry)
+        self.heartbeat_gap = Gauge("tokenrelay_worker_heartbeat_gap_max_seconds", "Longest time between two "
+                                   "lease renewals of this process since it started (the lease is lease_ttl_s).",
+                                   registry=registry)
+        self.leases_claimed = Counter("tokenrelay_worker_leases_claimed", "Jobs this worker's reaper claimed "
+                                      "from a lost worker and queued again.", registry=registry)
+        self.leases_spared = Counter("tokenrelay_worker_leases_spared", "Expired leases this worker's reaper left "
+                                     "alone because their worker's liveness key was fresh.", registry=registry)
         self._server_started = False
 
     def first_token(self, created_at: str) -> None:

@@ -6,11 +6,13 @@ Deliberate choices (read before changing):
   batched publisher, not hundreds of connections and round trips.
 - Cancel is cooperative: a pub/sub message (one subscription per process) cancels the job's
   coroutine wherever it awaits, so it stops between tokens even when the provider is slow. The
-  heartbeat also reads the cancel flags, in case a message was missed while reconnecting.
-- Liveness is a lease per running job (a key in the job's slot that expires), renewed in one
-  pipelined round per heartbeat for all of them. Running jobs are also listed in the bucketed
-  running index (tokenrelay/core/keys.py); reapers walk its buckets and hand jobs whose lease ran
-  out back to the queue as a new attempt.
+  cancel flags are also read on the heartbeat's interval, in case a message was missed while
+  reconnecting.
+- Liveness is a lease per running job (a key in the job's slot that expires), renewed for all of them
+  in one round trip by a thread with its own connection (worker/heartbeat.py), never behind job
+  traffic. Running jobs are also listed in the bucketed running index (tokenrelay/core/keys.py);
+  reapers walk its buckets and hand jobs whose lease ran out back to the queue as a new attempt,
+  unless their worker's liveness key is fresh.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -32,6 +35,7 @@ from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
 from tokenrelay.engine import graphs
 
+from .heartbeat import Heartbeat
 from .jobs import JobServices, execute_job
 from .metrics import worker_metrics
 from .publisher import StreamPublisher
@@ -41,6 +45,9 @@ log = logging.getLogger("tokenrelay.worker")
 POOL_WAIT_S = 20.0
 REAP_BATCH = 100  # per bucket and round
 CLOSE_WAIT_S = 3.0
+# A live worker's expired lease is left alone for this many lease periods: past that, the worker
+# is alive but has lost track of the job, and the job is claimed all the same.
+LIVE_WORKER_GRACE_LEASES = 3
 
 
 class WorkerRuntime:
@@ -48,7 +55,8 @@ class WorkerRuntime:
         self.settings = settings
         self.enqueue = enqueue
         self.keys = Keys(settings.key_prefix)
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        # Names this process in Redis keys (its liveness key): only the characters keys.py accepts.
+        self.worker_id = re.sub(r"[^A-Za-z0-9_.@:-]", "_", f"{socket.gethostname()}"[:180]) + f":{os.getpid()}"
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="tokenrelay-loop", daemon=True)
@@ -115,10 +123,15 @@ class WorkerRuntime:
             event_timestamps=settings.event_timestamps,
             write_retry_s=settings.write_retry_s,
         )
-        self._services = JobServices(settings, redis, self.keys, JobScripts(redis, self.keys), publisher)
+        self._services = services = JobServices(settings, redis, self.keys, JobScripts(redis, self.keys), publisher,
+                                                worker_id=self.worker_id)
+        self._heartbeat = Heartbeat(settings.redis_target, self.keys, self.worker_id, services.lease_ms,
+                                    settings.lease_ttl_s / 3,
+                                    lambda: {job_id: job.attempt for job_id, job in list(services.running.items())})
+        await asyncio.to_thread(self._heartbeat.start)
         publisher.start()
         self._background = [
-            asyncio.create_task(self._forever(self._heartbeat, settings.lease_ttl_s / 3), name="heartbeat"),
+            asyncio.create_task(self._forever(self._check_cancel_flags, settings.lease_ttl_s / 3), name="cancel-flags"),
             asyncio.create_task(self._forever(self._reap, settings.reaper_interval_s), name="reaper"),
             asyncio.create_task(self._listen_for_cancels(), name="cancel-listener"),
         ]
@@ -130,6 +143,7 @@ class WorkerRuntime:
             task.cancel()
         await asyncio.wait(self._background, timeout=CLOSE_WAIT_S)
         if services:
+            await asyncio.to_thread(self._heartbeat.stop)
             await services.publisher.stop()
             try:
                 await services.redis.zrem(self.keys.workers, self.worker_id)
@@ -148,23 +162,18 @@ class WorkerRuntime:
                 log.warning("%s failed: %s", step.__name__, exc)
             await asyncio.sleep(interval_s)
 
-    async def _heartbeat(self) -> None:
+    async def _check_cancel_flags(self) -> None:
+        """The safety net for a cancel message missed while pub/sub reconnected."""
         services = self._services
-        leases = {job_id: job.attempt for job_id, job in services.running.items()}
-        seconds, micros = await services.redis.time()  # the gateways count live workers by Redis's clock
-        await services.redis.zadd(self.keys.workers, {self.worker_id: seconds * 1000 + micros // 1000})
-        if not leases:
-            return
-        await services.scripts.renew(leases, services.lease_ms)
-        await services.scripts.track(list(leases), int(time.time() * 1000) + services.lease_ms)
-        # The safety net for a cancel message missed while pub/sub reconnected.
-        async with services.redis.pipeline(transaction=False) as pipe:
-            for job_id in leases:
-                pipe.hget(self.keys.meta(job_id), "cancel_requested")
-            flags = await pipe.execute()
-        for job_id, flag in zip(leases, flags):
-            if flag == b"1":
-                self._cancel_local(job_id)
+        job_ids = list(services.running)
+        if job_ids:
+            async with services.redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.hget(self.keys.meta(job_id), "cancel_requested")
+                flags = await pipe.execute()
+            for job_id, flag in zip(job_ids, flags):
+                if flag == b"1":
+                    self._cancel_local(job_id)
 
     async def _reap(self) -> None:
         """Walk the running index's buckets; re-queue jobs whose lease ran out."""
@@ -174,19 +183,36 @@ class WorkerRuntime:
             for bucket in self.keys.running_buckets:
                 pipe.zrangebyscore(bucket, "-inf", now_ms, start=0, num=REAP_BATCH, withscores=True)
             due = await pipe.execute()
+        metrics = worker_metrics()
         for entries in due:
-            for raw, score in entries:
+            for raw, check_at_ms in entries:
                 job_id = raw.decode()
-                if job_id in services.running:  # ours and alive: this loop was just slow to renew
+                if job_id in services.running:  # ours and alive: a renewal is late
+                    continue
+                expired_ms = now_ms - check_at_ms
+                if expired_ms < LIVE_WORKER_GRACE_LEASES * services.lease_ms and await self._worker_alive(job_id):
+                    metrics.leases_spared.inc()
                     continue
                 outcome = await services.scripts.claim_lost(job_id)
-                if outcome == ClaimOutcome.ALIVE:  # another worker holds it; look again in a lease's time
+                if outcome == ClaimOutcome.ALIVE:  # an attempt holds its lease; look again in a lease's time
                     await services.scripts.track([job_id], now_ms + services.lease_ms)
                     continue
-                await services.scripts.untrack(job_id, score)
+                await services.scripts.untrack(job_id, check_at_ms)
                 if outcome == ClaimOutcome.CLAIMED:
+                    metrics.leases_claimed.inc()
                     log.warning("job %s lost its worker; queued again", job_id)
                     await asyncio.to_thread(self.enqueue, job_id)
+
+    async def _worker_alive(self, job_id: str) -> bool:
+        """The job's worker (recorded when it started) renewed its liveness key within a lease."""
+        redis = self._services.redis
+        worker_id = await redis.hget(self.keys.meta(job_id), "worker")
+        if not worker_id:
+            return False
+        try:
+            return bool(await redis.exists(self.keys.worker_alive(worker_id.decode())))
+        except ValueError:  # not a worker id this code writes
+            return False
 
     async def _listen_for_cancels(self) -> None:
         while not self._closing:

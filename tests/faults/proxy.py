@@ -1,7 +1,8 @@
 """A TCP proxy for fault tests, on loopback: pass, delay, blackhole or reset the traffic to a server.
 
 - pass: bytes flow both ways.
-- delay: each chunk waits `delay_s` before it is forwarded (order kept).
+- delay: each chunk waits `delay_s` before it is forwarded (order kept); with `replies_only`, only
+  the server's answers wait (commands arrive at once, their replies come late).
 - blackhole: connections stay open but nothing flows; bytes are held, as TCP would keep
   retransmitting them, and flow again once the mode is back to pass (a healed partition).
 - reset: every connection is closed with a TCP RST, and new ones are reset at once.
@@ -25,6 +26,7 @@ class FaultProxy:
         self.port = free_port()
         self.mode = "pass"
         self.delay_s = 0.0
+        self.replies_only = False
         self._loop = asyncio.new_event_loop()
         self._flowing: asyncio.Event | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -49,11 +51,11 @@ class FaultProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
-    def set_mode(self, mode: str, delay_s: float = 0.0) -> None:
+    def set_mode(self, mode: str, delay_s: float = 0.0, replies_only: bool = False) -> None:
         assert mode in ("pass", "delay", "blackhole", "reset")
 
         def apply() -> None:
-            self.mode, self.delay_s = mode, delay_s
+            self.mode, self.delay_s, self.replies_only = mode, delay_s, replies_only
             if mode == "blackhole":
                 self._flowing.clear()
             else:
@@ -84,20 +86,20 @@ class FaultProxy:
             _reset(client_writer)
             return
         self._writers |= {client_writer, server_writer}
-        await asyncio.gather(self._pump(client_reader, server_writer), self._pump(server_reader, client_writer),
-                             return_exceptions=True)
+        await asyncio.gather(self._pump(client_reader, server_writer, reply=False),
+                             self._pump(server_reader, client_writer, reply=True), return_exceptions=True)
         for writer in (client_writer, server_writer):
             self._writers.discard(writer)
             writer.close()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: bool) -> None:
         try:
             while True:
                 data = await reader.read(CHUNK)
                 if not data:
                     break
                 await self._flowing.wait()
-                if self.mode == "delay" and self.delay_s:
+                if self.mode == "delay" and self.delay_s and (reply or not self.replies_only):
                     await asyncio.sleep(self.delay_s)
                 writer.write(data)
                 await writer.drain()

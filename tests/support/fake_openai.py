@@ -3,12 +3,14 @@
 Behaviour by model name:
 - anything: streams "Echo: <last user message>" word by word, `chunk_delay_s` apart;
 - `error-400` / `error-401`: answers that status with OpenAI's error body;
-- `drop-after-<N>`: sends N content chunks, then cuts the connection;
+- `drop-after-<N>`: sends N content chunks (or tool-call argument pieces), then cuts the connection;
 - `flaky-<N>`: like `drop-after-<N>` on the first request for a prompt, complete on the next ones;
 - `unavailable-once`: `503` on the first request for a prompt, a normal stream on the next ones;
 - with `tools` in the request and "square root of N" in the last user message: streams a call to
   the first tool (OpenAI's `tool_calls` deltas, arguments in pieces); after a `tool` message it
-  answers "The result is <tool output>.".
+  answers "The result is <tool output>.";
+- with `response_format` `json_schema`: answers a JSON object of the schema's properties, each string
+  one holding the last user message (the way a provider honours the format), in pieces.
 Streams end with a usage chunk when `stream_options.include_usage` asks for one.
 """
 
@@ -53,6 +55,17 @@ def _tool_call(body: dict[str, Any]) -> tuple[str, str] | None:
     function = body["tools"][0]["function"]
     argument = next(iter(function.get("parameters", {}).get("properties", {})), "expression")
     return function["name"], json.dumps({argument: f"sqrt({match.group(1)})"})
+
+
+def _json_answer(body: dict[str, Any]) -> list[str] | None:
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") != "json_schema":
+        return None
+    user = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    text = str(user[-1]["content"]) if user else ""
+    properties = (response_format["json_schema"].get("schema") or {}).get("properties") or {}
+    answer = json.dumps({name: text if spec.get("type") == "string" else None for name, spec in properties.items()})
+    return [answer[start:start + 8] for start in range(0, len(answer), 8)]
 
 
 def _after_tool(messages: list[dict[str, Any]]) -> list[str] | None:
@@ -107,7 +120,7 @@ class FakeOpenAIServer:
         if model == "unavailable-once" and first_time:
             return JSONResponse({"error": {"message": "overloaded", "type": "server_error", "param": None,
                                            "code": None}}, status_code=503)
-        tokens = _after_tool(messages) or reply_tokens(messages)
+        tokens = _json_answer(body) or _after_tool(messages) or reply_tokens(messages)
         drop_after = int(model.split("-")[-1]) if model.startswith("drop-after-") else None
         if model.startswith("flaky-") and first_time:
             drop_after = int(model.split("-")[-1])
@@ -128,7 +141,9 @@ class FakeOpenAIServer:
             yield _chunk(model, {"role": "assistant", "content": None, "tool_calls": [
                 {"index": 0, "id": "call_fake_1", "type": "function", "function": {"name": name, "arguments": ""}}]})
             third = len(arguments) // 3 + 1
-            for start in range(0, len(arguments), third):
+            for piece, start in enumerate(range(0, len(arguments), third)):
+                if drop_after is not None and piece == drop_after:
+                    raise ConnectionResetError("test server drops the connection")
                 await asyncio.sleep(self.chunk_delay_s)
                 yield _chunk(model, {"tool_calls": [{"index": 0, "function": {"arguments": arguments[start:start + third]}}]})
             yield _chunk(model, {}, finish_reason="tool_calls")

@@ -51,8 +51,7 @@ def start_worker(env: dict[str, str], concurrency: int = 50, name: str = "worker
 
 def start_gateway(env: dict[str, str], port: int | None = None) -> tuple[Process, str]:
     port = port or free_port()
-    args = [sys.executable, "-m", "uvicorn", "--factory", "api.app:app_from_env", "--host", "127.0.0.1",
-            "--port", str(port), "--log-level", "warning"]
+    args = [sys.executable, "-m", "api.server", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     process = Process("gateway", args, env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -72,9 +71,9 @@ def wait_for_workers(url: str, count: int, timeout_s: float = 30.0) -> None:
 class Stack:
     """A gateway and workers of a test's own (own key prefix and queue) on a shared Redis server."""
 
-    def __init__(self, redis_url: str, settings: dict[str, object], workers: int = 1) -> None:
+    def __init__(self, redis_url: str, settings: dict[str, object], workers: int = 1, concurrency: int = 50) -> None:
         self.env = stack_env(redis_url, **settings)
-        self.workers = [start_worker(self.env, name=f"worker{i}") for i in range(workers)]
+        self.workers = [start_worker(self.env, concurrency, name=f"worker{i}") for i in range(workers)]
         self.gateways: list[Process] = []
         self.urls: list[str] = []
         try:

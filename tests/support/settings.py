@@ -5,7 +5,7 @@ TEST_SETTINGS = {
     "lease_ttl_s": 2,
     "reaper_interval_s": 0.25,
     "models": "demo,openai:echo,openai:drop-after-3,openai:error-401,openai:flaky-3,openai:unavailable-once,"
-              "openai:error-500",
+              "openai:error-500,openai:flaky-1",
     # Provider retries fast, so tests of a flaky provider finish quickly.
     "provider_retry_delays_s": "0.05,0.1",
     # Quotas have tests of their own (test_quotas.py); here they must not get in the way.

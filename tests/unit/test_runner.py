@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessageChunk, HumanMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 
 from tokenrelay import events
@@ -99,16 +99,6 @@ def test_stop_param_reaches_the_model():
     _, outcome = run(build_chat_model("demo", params, settings), "")
     assert "worker" not in outcome.text
     assert outcome.finish_reason == "stop"
-
-
-def test_to_langchain_messages_maps_roles():
-    messages = runner.to_langchain_messages(
-        [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
-    )
-    assert [(m.type, m.content) for m in messages] == [("system", "s"), ("human", "u"), ("ai", "a")]
-    assert isinstance(messages[0], SystemMessage)
-    with pytest.raises(KeyError):
-        runner.to_langchain_messages([{"role": "tool", "content": "x"}])
 
 
 def test_end_event_carries_usage_or_counts_tokens():

@@ -195,9 +195,7 @@ def _cmd_key(args: argparse.Namespace) -> int:
 
 @_needs_server("api")
 def _cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from api.app import create_app
+    from api.server import serve
 
     from ..core.settings import load_settings
 
@@ -205,8 +203,7 @@ def _cmd_api(args: argparse.Namespace) -> int:
         return 1
     # Open streams would hold a graceful shutdown forever: cut them after a few seconds, and let
     # clients resume on another gateway with Last-Event-ID.
-    uvicorn.run(create_app(load_settings()), host=args.host, port=args.port,
-                timeout_graceful_shutdown=GATEWAY_SHUTDOWN_GRACE_S)
+    serve(load_settings(), args.host, args.port, timeout_graceful_shutdown=GATEWAY_SHUTDOWN_GRACE_S)
     return 0
 
 

@@ -108,7 +108,7 @@ class DevStack:
                     "-n", f"dev{number}@%h", "--without-mingle", "--without-gossip"]
             log_path = self.log_dir / f"worker-{number}.log"
             self.workers.append(Child(f"worker {number}", args, env=env, log_path=log_path, cwd=PACKAGE_ROOT))
-        args = [sys.executable, "-m", "uvicorn", "--factory", "api.app:app_from_env", "--host", self.host,
+        args = [sys.executable, "-m", "api.server", "--host", self.host,
                 "--port", str(self.port), "--timeout-graceful-shutdown", "2"]
         self.gateway = Child("gateway", args, env=env, log_path=self.log_dir / "gateway.log", cwd=PACKAGE_ROOT)
         self._wait_until_ready(stop_requested)

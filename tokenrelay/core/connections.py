@@ -111,7 +111,8 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 
 
 def async_client(target: RedisTarget, *, max_connections: int, pool_wait_s: float, socket_timeout: float,
-                 client_name: str) -> Redis | RedisCluster:
+                 client_name: str, pool_class: type[BlockingConnectionPool] = BlockingConnectionPool
+                 ) -> Redis | RedisCluster:
     """A client for commands: waits up to `pool_wait_s` for one of `max_connections` connections."""
     options = dict(socket_timeout=socket_timeout, socket_connect_timeout=3, socket_keepalive=True,
                    client_name=client_name)
@@ -126,8 +127,9 @@ def async_client(target: RedisTarget, *, max_connections: int, pool_wait_s: floa
         return sentinel.master_for(target.service, redis_class=Redis, connection_pool_class=_BlockingSentinelPool,
                                    max_connections=max_connections, timeout=pool_wait_s, db=target.db,
                                    username=target.username, password=target.password, **options)
-    pool = BlockingConnectionPool.from_url(target.url, max_connections=max_connections, timeout=pool_wait_s,
-                                           health_check_interval=30, **options)
+    # `pool_class` (one server only): the gateway's pool says when it ran out (api/backpressure.py).
+    pool = pool_class.from_url(target.url, max_connections=max_connections, timeout=pool_wait_s,
+                               health_check_interval=30, **options)
     return Redis(connection_pool=pool)
 
 

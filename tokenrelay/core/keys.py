@@ -11,6 +11,9 @@ Keys that are only ever used alone need no hash tag: a cluster puts each in the 
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 from .protocol import CANCEL_CHANNEL_SUFFIX, check_job_id
 
 # Spread over the masters of a cluster; walking them all is one pipelined round of 16 commands.
@@ -21,6 +24,16 @@ def bucket_of(job_id: str) -> int:
     return int(check_job_id(job_id)[:8], 16) % INDEX_BUCKETS
 
 
+WORKER_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,200}")  # <hostname>:<pid>
+OWNER_NAME = re.compile(r"[A-Za-z0-9_.-]{0,64}")  # API key names ("" = jobs made without keys)
+
+
+def check_owner(owner: str) -> str:
+    if not OWNER_NAME.fullmatch(owner):
+        raise ValueError("invalid owner name")
+    return owner
+
+
 class Keys:
     """Every Redis key name the product uses, built from validated parts."""
 
@@ -28,6 +41,7 @@ class Keys:
         self.prefix = prefix
         self.workers = f"{prefix}:workers"  # zset: worker id -> last heartbeat (ms)
         self.cancel_channel = f"{prefix}:{CANCEL_CHANNEL_SUFFIX}"  # pub/sub: job ids to cancel
+        self.outbox = f"{prefix}:outbox"  # zset: job id -> when its record was written (ms), task not confirmed
         self.running_buckets = [self._bucket("running", n) for n in range(INDEX_BUCKETS)]
         self.recent_buckets = [self._bucket("recent", n) for n in range(INDEX_BUCKETS)]
 
@@ -55,3 +69,20 @@ class Keys:
     def live(self, job_id: str) -> str:
         """The job's notification channel (sharded pub/sub, in the job's slot): "its stream grew"."""
         return f"{self.prefix}:{{{check_job_id(job_id)}}}:live"
+
+    def worker_alive(self, worker_id: str) -> str:
+        """string with a TTL of one lease: the worker process renewed its leases within that time."""
+        if not WORKER_ID.fullmatch(worker_id):
+            raise ValueError("invalid worker id")
+        return f"{self.prefix}:{{worker:{worker_id}}}:alive"
+
+    # One key (one Cluster slot) per owner for each of these: nothing here spans owners.
+    def owner_jobs(self, owner: str) -> str:
+        """zset: one owner's job ids -> created (unix seconds); `recent` holds every owner's."""
+        return f"{self.prefix}:{{owner:{check_owner(owner)}}}:jobs"
+
+    def idempotency(self, owner: str, idempotency_key: str) -> str:
+        """string: `<job id> <request digest>` for an Idempotency-Key of one owner. The client's key
+        is hashed: any bytes it sends stay out of key names."""
+        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+        return f"{self.prefix}:{{owner:{check_owner(owner)}}}:idem:{digest}"

@@ -25,6 +25,11 @@ def check_model(name: str, settings: Settings) -> str:
     return name
 
 
+def supports_response_format(name: str) -> bool:
+    """Whether a model can be held to a JSON `response_format` (the offline `demo` model cannot)."""
+    return name.startswith(OPENAI_PREFIX)
+
+
 def unconfigured_models(settings: Settings) -> str | None:
     """A warning naming the listed models whose provider has no credentials here, or None.
 

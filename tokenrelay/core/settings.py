@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     max_message_chars: int = 200_000
     max_tokens_limit: int = 16_384
     default_max_tokens: int = 64
+    # Tools a job may pass, and the size of each tool's (and a response format's) JSON, compact.
+    max_tools: int = 128
+    max_tool_schema_bytes: int = 16_384
+    # Before a request reaches the app (api/httpguard.py): header bytes (431), seconds to send the
+    # headers (then 408 and close), open connections per gateway process (then 503 and close).
+    max_header_bytes: int = 16_384
+    header_timeout_s: float = 5.0
+    max_connections: int = 16_000
 
     # Authentication (see api/auth.py). Each entry is `<name>:<sha256 hex of the key>[:admin]`;
     # none configured = no authentication, for a gateway on loopback only.
@@ -66,6 +74,14 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = 600
     max_active_jobs_per_key: int = 64
     max_queued_jobs: int = 10_000
+    # Back-pressure (api/backpressure.py): past this many submits in progress in one gateway process,
+    # a submit is refused at once with 503 `overloaded` and a Retry-After from the backlog.
+    max_pending_submits: int = 2_000
+    # A submit whose record is not stored within this long is refused (503); once it is stored the
+    # answer is 202 even if the task is still being sent.
+    submit_timeout_s: float = 5.0
+    # A job whose task was not confirmed sent within this long is sent by a gateway's outbox sweep.
+    outbox_grace_s: float = 10.0
     # Per gateway process; counted over open streams of one job.
     max_readers_per_job: int = 500
     # One stream connection's lifetime; past it the response ends and the client resumes.

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import WatchError
 
 from .. import events
 from . import protocol
@@ -50,6 +51,7 @@ class JobRecord:
     request: dict[str, Any]
     cancel_requested: bool
     owner: str | None = None  # the name of the API key that created it
+    output_tool_calls: list[dict[str, Any]] | None = None  # a model job's tool calls, once it finished
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> "JobRecord":
@@ -76,6 +78,7 @@ class JobRecord:
             request=loads("request", {}),
             cancel_requested=fields.get("cancel_requested") == "1",
             owner=fields.get("owner"),
+            output_tool_calls=loads("output_tool_calls", None),
         )
 
     @property
@@ -99,15 +102,25 @@ async def create_job(
         "metadata": protocol.dumps(metadata),
         "owner": owner,
     }
+    created = datetime.now(timezone.utc).timestamp()
     async with redis.pipeline(transaction=True) as pipe:  # the job's slot
         pipe.hset(meta_key, mapping=fields)
         pipe.expire(meta_key, ttl_s)
         await pipe.execute()
-    async with redis.pipeline(transaction=False) as pipe:  # its bucket's slot; only the job list reads it
-        pipe.zadd(keys.recent(job_id), {job_id: datetime.now(timezone.utc).timestamp()})
-        pipe.zremrangebyrank(keys.recent(job_id), 0, -(RECENT_JOBS_KEPT // INDEX_BUCKETS) - 1)
+    # The indexes, one key (so one slot) each; only the job lists read them.
+    async with redis.pipeline(transaction=False) as pipe:
+        for index, kept in ((keys.recent(job_id), RECENT_JOBS_KEPT // INDEX_BUCKETS),
+                            (keys.owner_jobs(owner), RECENT_JOBS_KEPT)):
+            pipe.zadd(index, {job_id: created})
+            pipe.zremrangebyrank(index, 0, -kept - 1)
+        pipe.expire(keys.owner_jobs(owner), ttl_s)
         await pipe.execute()
     return JobRecord.from_hash({k.encode(): str(v).encode() for k, v in fields.items()})
+
+
+async def load_owner(redis: Redis, keys: Keys, job_id: str) -> str | None:
+    """The job's owner ("" without keys), None for no such job: one small read, whoever asks."""
+    return _text(await redis.hget(keys.meta(job_id), "owner"))
 
 
 async def load_job(redis: Redis, keys: Keys, job_id: str) -> JobRecord | None:
@@ -117,6 +130,30 @@ async def load_job(redis: Redis, keys: Keys, job_id: str) -> JobRecord | None:
 
 async def delete_job(redis: Redis, keys: Keys, job_id: str) -> None:
     await redis.delete(keys.meta(job_id), keys.events(job_id))
+
+
+async def withdraw_job(redis: Redis, keys: Keys, job_id: str) -> bool:
+    """Delete a job no worker has started (queued, attempt 0); False if one has. One key, watched:
+    a worker starting it in between makes the delete fail, never both."""
+    meta = keys.meta(job_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        for _ in range(5):
+            try:
+                await pipe.watch(meta)
+                status, attempt = await pipe.hmget(meta, ["status", "attempt"])
+                if status is None:
+                    await pipe.unwatch()
+                    return True
+                if status != JobStatus.QUEUED.encode() or attempt != b"0":
+                    await pipe.unwatch()
+                    return False
+                pipe.multi()
+                pipe.delete(meta)
+                await pipe.execute()
+                return True
+            except WatchError:
+                continue
+    return False
 
 
 class JobScripts:

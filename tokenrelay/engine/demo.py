@@ -1,15 +1,13 @@
 """`demo`: an offline, deterministic LangChain chat model that streams readable text at a set pace.
 
 It goes through LangChain's own streaming machinery, so it takes the same path as any provider. With
-tools bound it acts as a tool-calling model: arithmetic in the prompt becomes a tool call, and after the
-tool's answer it states the result, so agents run offline.
+tools bound it acts as a tool-calling model: arithmetic in the prompt, a tool named in it, or a forcing
+`tool_choice` becomes a tool call, and after the tool's answer it states the result, so agents run offline.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -28,7 +26,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from .arithmetic import find_expression
+from .demo_tools import tool_call_chunk
 
 PASSAGE = (
     "Tokens travel from a worker through a Redis stream to every reader that asks for them. "
@@ -65,18 +63,10 @@ def _words(text: str) -> list[str]:
     return [word if i == 0 else " " + word for i, word in enumerate(text.split())]
 
 
-def _tool_call(messages: list[BaseMessage], tools: list[dict] | None) -> dict | None:
-    """A tool call chunk when tools are bound and the user's last message asks for arithmetic."""
+def _tool_call(messages: list[BaseMessage], tools: list[dict] | None, tool_choice: Any = None) -> dict | None:
     if not tools or not messages or messages[-1].type != "human":
         return None
-    expression = find_expression(_prompt_text(messages))
-    if expression is None:
-        return None
-    function = tools[0]["function"]
-    arg = next(iter(function.get("parameters", {}).get("properties", {})), "expression")
-    call_id = "call_" + hashlib.sha1(expression.encode()).hexdigest()[:12]
-    return {"name": function["name"], "args": json.dumps({arg: expression}), "id": call_id, "index": 0,
-            "type": "tool_call_chunk"}
+    return tool_call_chunk(_prompt_text(messages), tools, tool_choice)
 
 
 def _truncate_at_stop(tokens: list[str], stop: list[str] | None) -> tuple[list[str], str]:
@@ -109,7 +99,8 @@ class DemoChatModel(BaseChatModel):
         return "tokenrelay-demo"
 
     def bind_tools(self, tools: list, *, tool_choice: Any = None, **kwargs: Any):
-        return self.bind(tools=[convert_to_openai_tool(tool) for tool in tools], **kwargs)
+        kwargs.pop("parallel_tool_calls", None)  # it makes at most one call anyway
+        return self.bind(tools=[convert_to_openai_tool(tool) for tool in tools], tool_choice=tool_choice, **kwargs)
 
     def _plan(self, messages: list[BaseMessage], stop: list[str] | None) -> tuple[list[str], str, int]:
         prompt = _prompt_text(messages)
@@ -125,8 +116,8 @@ class DemoChatModel(BaseChatModel):
         return max(0.0, started + (index + 1) / self.tokens_per_second - now)
 
     def _chunks(self, messages: list[BaseMessage], stop: list[str] | None,
-                tools: list[dict] | None = None) -> Iterator[ChatGenerationChunk]:
-        call = _tool_call(messages, tools)
+                tools: list[dict] | None = None, tool_choice: Any = None) -> Iterator[ChatGenerationChunk]:
+        call = _tool_call(messages, tools, tool_choice)
         if call is not None:
             input_tokens = max(1, len(_prompt_text(messages).split()))
             yield ChatGenerationChunk(message=AIMessageChunk(
@@ -159,7 +150,7 @@ class DemoChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         started = time.monotonic()
-        for index, chunk in enumerate(self._chunks(messages, stop, kwargs.get("tools"))):
+        for index, chunk in enumerate(self._chunks(messages, stop, kwargs.get("tools"), kwargs.get("tool_choice"))):
             delay = self._delay_s(index, started, time.monotonic())
             if delay:
                 time.sleep(delay)
@@ -176,7 +167,7 @@ class DemoChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        for index, chunk in enumerate(self._chunks(messages, stop, kwargs.get("tools"))):
+        for index, chunk in enumerate(self._chunks(messages, stop, kwargs.get("tools"), kwargs.get("tool_choice"))):
             # Always yield to the loop, so a fast demo job cannot starve the others.
             await asyncio.sleep(self._delay_s(index, started, loop.time()))
             if run_manager:

@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import Runnable
 
 from .. import events
+from ..core.registry import TOOL_CALL
 from ..errors import ModelNotConfigured
 from ..events import Event
-
-ROLE_TO_MESSAGE = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+from .tools import ToolCallCollector
 
 
 @dataclass
@@ -28,6 +28,7 @@ class Outcome:
     usage: dict[str, int] = field(default_factory=dict)
     finish_reason: str | None = None
     state: Any = None  # a graph's final state, as JSON
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # a model job's calls, as on the stream
 
     @property
     def text(self) -> str:
@@ -41,10 +42,7 @@ class Outcome:
     def clear(self) -> None:
         """Forget a failed try's output before the next one."""
         self.text_parts, self.tokens, self.usage, self.finish_reason, self.state = [], 0, {}, None, None
-
-
-def to_langchain_messages(messages: list[dict[str, str]]) -> list[BaseMessage]:
-    return [ROLE_TO_MESSAGE[message["role"]](content=message["content"]) for message in messages]
+        self.tool_calls = []
 
 
 def _chunk_text(content: Any) -> str:
@@ -68,9 +66,14 @@ def _valid_utf8(text: str) -> str:
         return text.encode("utf-8", "replace").decode()
 
 
-async def stream_chat(model: BaseChatModel, messages: list[BaseMessage], outcome: Outcome) -> AsyncIterator[Event]:
-    """Yield one `token` event per non-empty chunk, filling `outcome` as it goes."""
+async def stream_chat(model: Runnable, messages: list[BaseMessage], outcome: Outcome) -> AsyncIterator[Event]:
+    """Yield one `token` event per non-empty chunk and one `tool_call` event per call the model finished
+    writing, filling `outcome` as it goes."""
+    calls = ToolCallCollector()
     async for chunk in model.astream(messages):
+        for call in calls.feed(getattr(chunk, "tool_call_chunks", None) or []):
+            outcome.tool_calls.append(call)
+            yield Event(TOOL_CALL, call)
         text = _valid_utf8(_chunk_text(chunk.content))
         usage = getattr(chunk, "usage_metadata", None)
         if usage:
@@ -86,7 +89,12 @@ async def stream_chat(model: BaseChatModel, messages: list[BaseMessage], outcome
             yield Event(events.TOKEN, {"text": text, "index": outcome.tokens})
             outcome.tokens += 1
             outcome.text_parts.append(text)
-    if outcome.finish_reason is None:
+    for call in calls.finish():
+        outcome.tool_calls.append(call)
+        yield Event(TOOL_CALL, call)
+    if outcome.tool_calls:
+        outcome.finish_reason = "tool_calls"
+    elif outcome.finish_reason is None:
         outcome.finish_reason = "stop"
     outcome.usage = outcome.final_usage
 

@@ -1,0 +1,83 @@
+"""A job's events as an SSE response, resilient to Redis errors while it is read.
+
+Deliberate choices (read before changing):
+- A Redis error while a stream is read (a busy pool, a restart) is retried from the last event sent,
+  for up to STREAM_RETRY_S: the client sees a pause, not a cut.
+- Past that, a reader of `GET .../stream` gets the end of the response without `end`, and resumes
+  with its Last-Event-ID. A submit's own stream (`"stream": true`) ends with `error` + `end` (status
+  `interrupted`, no id) instead: an accepted streaming submit never ends with nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from redis.exceptions import RedisError
+
+from tokenrelay.core import protocol
+from tokenrelay.core.protocol import EventId
+
+from .filters import StreamFilter
+from .quotas import limit_duration
+
+log = logging.getLogger("tokenrelay.gateway")
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_RETRY_FRAME = b"retry: 1000\n\n"
+STREAM_RETRY_S = 30.0
+STREAM_RETRY_DELAY_S = 0.5
+
+
+def _last_id(chunk: bytes, last: EventId | None) -> EventId | None:
+    # Frames are `id: ...\nevent: ...\ndata: <one JSON line>\n\n`: a raw newline only ends a field.
+    position = chunk.rfind(b"\nid: ")
+    start = position + 1 if position >= 0 else (0 if chunk.startswith(b"id: ") else -1)
+    if start < 0:
+        return last
+    return EventId.parse(chunk[start + 4:chunk.index(b"\n", start)].decode())
+
+
+def _interrupted_frames(job_id: str) -> bytes:
+    error = {"type": "stream_unavailable", "message": f"the job store stopped answering; the job goes on: resume at "
+             f"/v1/jobs/{job_id}/stream with Last-Event-ID"}
+    end = {"status": "interrupted", "usage": None, "finish_reason": None}
+    return (b"event: error\ndata: " + protocol.dumps(error).encode() + b"\n\n"
+            b"event: end\ndata: " + protocol.dumps(end).encode() + b"\n\n")
+
+
+def sse_response(request: Request, job_id: str, after: EventId | None, headers: dict[str, str] | None = None,
+                 *, fresh: bool = False, stream_filter: StreamFilter | None = None, submitted: bool = False):
+    """The job's events after `after`. A Redis error (a busy pool, a restart) is retried from the last
+    event sent for up to STREAM_RETRY_S; past that the response ends without `end` and the client
+    resumes, except on a submit's own stream (`submitted`), which ends with `error` + `end` (status
+    `interrupted`, no id): an accepted `"stream": true` request never ends with nothing."""
+    state = request.app.state
+
+    async def frames():
+        yield SSE_RETRY_FRAME
+        last, from_start, give_up_at = after, fresh, None
+        while True:
+            try:
+                async for chunk in state.relay.follow(job_id, last, stream_filter, fresh=from_start):
+                    last, give_up_at = _last_id(chunk, last), None
+                    yield chunk
+                return
+            except RedisError as exc:
+                now = time.monotonic()
+                give_up_at = give_up_at or now + STREAM_RETRY_S
+                if now >= give_up_at:
+                    log.warning("stream of job %s cut short: %s", job_id, type(exc).__name__)
+                    if submitted:
+                        yield _interrupted_frames(job_id)
+                    return
+                from_start = False
+                await asyncio.sleep(STREAM_RETRY_DELAY_S)
+
+    body = state.reader_slots.hold(job_id, limit_duration(frames(), state.settings.max_stream_s))
+    return StreamingResponse(body, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
+
+
