@@ -103,12 +103,11 @@ async def create_job(
         "owner": owner,
     }
     created = datetime.now(timezone.utc).timestamp()
-    async with redis.pipeline(transaction=True) as pipe:  # the job's slot
+    # One command per key, each key in one Cluster slot (the indexes: one key each, only the job lists
+    # read them); the record carries its TTL from this write. One round trip.
+    async with redis.pipeline(transaction=False) as pipe:
         pipe.hset(meta_key, mapping=fields)
         pipe.expire(meta_key, ttl_s)
-        await pipe.execute()
-    # The indexes, one key (so one slot) each; only the job lists read them.
-    async with redis.pipeline(transaction=False) as pipe:
         for index, kept in ((keys.recent(job_id), RECENT_JOBS_KEPT // INDEX_BUCKETS),
                             (keys.owner_jobs(owner), RECENT_JOBS_KEPT)):
             pipe.zadd(index, {job_id: created})
