@@ -79,8 +79,12 @@ class TaskSender:
         self.app = app
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenrelay-send")
         self._producer = None
-        self._depth_channel = None
+        # The queue's depth is measured on a thread and a connection of its own, never in a submit's way:
+        # a slow broker delays the measurement, not the sends.
+        self._depth_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenrelay-depth")
+        self._depth_connection = None
         self._depth: tuple[float, int] | None = None  # (when measured, messages waiting)
+        self._measuring: asyncio.Future | None = None
 
     def _send(self, job_id: str) -> None:
         if self._producer is None:
@@ -92,7 +96,6 @@ class TaskSender:
             raise
 
     def _drop_producer(self) -> None:
-        self._depth_channel = None
         if self._producer is not None:
             try:
                 self._producer.release()
@@ -100,33 +103,48 @@ class TaskSender:
                 pass
             self._producer = None
 
+    def _drop_depth_connection(self) -> None:
+        if self._depth_connection is not None:
+            try:
+                self._depth_connection.release()
+            except Exception:  # noqa: BLE001 - a broken connection is being thrown away
+                pass
+            self._depth_connection = None
+
     def _measure_depth(self) -> int:
         """Messages waiting in the job queue: a passive queue declare, on any broker (AMQP, Redis, Sentinel)."""
-        if self._producer is None:
-            self._producer = self.app.producer_pool.acquire(block=True)
+        if self._depth_connection is None:
+            self._depth_connection = self.app.connection_for_read()
         try:
-            if self._depth_channel is None:
-                self._depth_channel = self._producer.connection.channel()
-            declared = self._depth_channel.queue_declare(queue=self.app.tokenrelay_settings.queue_name, passive=True)
+            declared = self._depth_connection.default_channel.queue_declare(
+                queue=self.app.tokenrelay_settings.queue_name, passive=True)
             return declared.message_count
         except ChannelError as exc:
-            self._depth_channel = None  # a refused declare closes the channel (AMQP)
+            self._drop_depth_connection()  # a refused declare closes the channel (AMQP)
             if getattr(exc, "code", None) == 404 or "NOT_FOUND" in str(exc):
                 return 0  # not declared yet: nothing was ever queued
             raise
         except Exception:
-            self._depth_channel = None
-            self._drop_producer()
+            self._drop_depth_connection()
             raise
 
-    async def queue_depth(self, max_age_s: float = QUEUE_DEPTH_MAX_AGE_S) -> int:
-        """Messages waiting in the job queue, measured at most `max_age_s` ago."""
-        now = time.monotonic()
-        if self._depth is not None and now - self._depth[0] < max_age_s:
-            return self._depth[1]
-        depth = await asyncio.get_running_loop().run_in_executor(self._executor, self._measure_depth)
-        self._depth = (now, depth)
+    async def _measure(self) -> int:
+        started = time.monotonic()
+        depth = await asyncio.get_running_loop().run_in_executor(self._depth_executor, self._measure_depth)
+        self._depth = (started, depth)
         return depth
+
+    async def queue_depth(self, max_age_s: float = QUEUE_DEPTH_MAX_AGE_S) -> int:
+        """Messages waiting in the job queue. `max_age_s` 0: measured now. Otherwise the last measurement
+        (0 before the first), and a new one starts in the background once it is `max_age_s` old."""
+        if not max_age_s:
+            return await self._measure()
+        now = time.monotonic()
+        if (self._depth is None or now - self._depth[0] >= max_age_s) and (
+                self._measuring is None or self._measuring.done()):
+            self._measuring = asyncio.ensure_future(self._measure())
+            self._measuring.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return self._depth[1] if self._depth is not None else 0
 
     async def send(self, job_id: str) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._send, job_id)
@@ -136,3 +154,5 @@ class TaskSender:
     def close(self) -> None:
         self._executor.submit(self._drop_producer).result()
         self._executor.shutdown()
+        self._depth_executor.submit(self._drop_depth_connection).result()
+        self._depth_executor.shutdown()
