@@ -69,7 +69,9 @@ class Heartbeat:
         check_at_ms = int(time.time() * 1000) + self.lease_ms  # the reapers' clock
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id, attempt in leases.items():
-                pipe.eval(self._renew, 2, self.keys.meta(job_id), self.keys.lease(job_id), attempt, self.lease_ms)
+                # execute_command: a cluster pipeline has no eval() of its own, but routes EVAL by its keys.
+                pipe.execute_command("EVAL", self._renew, 2, self.keys.meta(job_id), self.keys.lease(job_id),
+                                     attempt, self.lease_ms)
                 pipe.zadd(self.keys.running(job_id), {job_id: check_at_ms})
             pipe.zadd(self.keys.workers, {self.worker_id: now_ms})
             pipe.set(self.keys.worker_alive(self.worker_id), 1, px=self.lease_ms)
