@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test install browser rabbitmq bench
+.PHONY: dev test install browser js rabbitmq bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,17 @@ browser:
 rabbitmq:
 	bash scripts/ensure-rabbitmq.sh
 
-test: install browser rabbitmq
+# The AI SDK tests drive the real `ai` npm package, pinned by tests/js/package-lock.json.
+JS_STAMP := tests/js/node_modules/.installed
+
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	bash scripts/ensure-node.sh
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+js: $(JS_STAMP)
+
+test: install browser js rabbitmq
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(BIN)/python

@@ -18,7 +18,7 @@ from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
 from tokenrelay.core.tasks import TaskSender, create_celery_app
 
-from . import jobs_list, metrics, openai_compat, webpage
+from . import ai_sdk, jobs_list, metrics, openai_compat, responses, webpage
 from .auth import Authenticate, KeyRing, StreamTokens, token_secret
 from .backpressure import GatewayPool, SubmitGate
 from .docs import install_docs
@@ -111,6 +111,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(stream_token_router)
     app.include_router(jobs_list.router)
     app.include_router(openai_compat.router)
+    app.include_router(responses.router)
+    app.include_router(ai_sdk.router)
     app.include_router(metrics.router)
     app.include_router(webpage.router)
     install_docs(app)

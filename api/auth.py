@@ -7,6 +7,7 @@ Deliberate choices (read before changing):
 - Keys are read from the Authorization header only. `?token=` is accepted on one route, a job's
   stream, and only as a signed stream token for that very job: a key there is just a bad token.
 - With no keys configured there is no authentication: the CLI refuses a non-loopback host then.
+- The web page (`/`, `/favicon.ico`, `/web/*`) is served without a key: it holds no data, and asks for a key.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from tokenrelay.core.settings import Settings
 
 from .errors import error_response
 
-PUBLIC_PATHS = frozenset({"/health", "/ready"})
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/", "/favicon.ico"})
+# The web page's own files: static, no data; the page then asks for a key and sends it as a bearer token.
+PUBLIC_PREFIXES = ("/web/",)
 STREAM_PATH = re.compile(r"/v1/jobs/([0-9a-f]{32})/stream")
 KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 ADMIN_ROLE = "admin"
@@ -161,7 +164,7 @@ class Authenticate:
 
     def _authenticate(self, scope: Scope) -> Principal | str | None:
         path = scope["path"]
-        if path in PUBLIC_PATHS:
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             return None
         if not self.keyring.enabled:
             return ANONYMOUS

@@ -37,6 +37,7 @@ from tokenrelay.core.protocol import EventId
 from tokenrelay.core.registry import TOOL_CALL
 from tokenrelay.events import Event
 
+from .answer import Answer
 from .errors import ERROR_RESPONSES
 from .openai_schemas import ChatCompletionRequest
 from .routes import REPLAYED_HEADER, start_job
@@ -97,38 +98,6 @@ async def job_events(request: Request, job_id: str) -> AsyncIterator[Event | Non
             await asyncio.sleep(STREAM_RETRY_DELAY_S)
 
 
-class _Answer:
-    """The answer's text and tool calls across attempts (see the module docstring on `reset`)."""
-
-    def __init__(self) -> None:
-        self.sent = ""
-        self.attempt_text = ""
-        self.calls: list[dict[str, Any]] = []
-        self.attempt_calls = 0
-
-    def reset(self) -> None:
-        self.attempt_text = ""
-        self.attempt_calls = 0
-
-    def add_call(self, call: dict[str, Any]) -> bool | None:
-        """True for a call the client does not have yet, False for one it has, None for a contradiction."""
-        position, self.attempt_calls = self.attempt_calls, self.attempt_calls + 1
-        if position < len(self.calls):
-            return False if self.calls[position] == call else None
-        self.calls.append(call)
-        return True
-
-    def add(self, text: str) -> str | None:
-        """The part of `text` the client does not have yet; None if it contradicts what was sent."""
-        self.attempt_text += text
-        if len(self.attempt_text) <= len(self.sent):
-            return "" if self.sent.startswith(self.attempt_text) else None
-        if not self.attempt_text.startswith(self.sent):
-            return None
-        new, self.sent = self.attempt_text[len(self.sent):], self.attempt_text
-        return new
-
-
 class _Chunks:
     """`chat.completion.chunk` lines of one completion."""
 
@@ -155,7 +124,7 @@ def _reset_error(job_id: str) -> bytes:
 
 async def _stream(request: Request, job_id: str, chunks: _Chunks) -> AsyncIterator[bytes]:
     yield chunks.choice({"role": "assistant", "content": "", "refusal": None})
-    answer = _Answer()
+    answer = Answer()
     async for event in job_events(request, job_id):
         if event is None:
             yield protocol.KEEPALIVE_FRAME

@@ -121,9 +121,10 @@ SSE_RESPONSE = {"content": {"text/event-stream": {}}, "description": "Server-Sen
 
 
 async def start_job(body: JobRequest, request: Request, max_tokens_param: str = "params.max_tokens",
-                    idempotency_key: str | None = None) -> tuple[JobRecord, bool]:
+                    idempotency_key: str | None = None, extra: dict | None = None) -> tuple[JobRecord, bool]:
     """Check limits and quotas, store the record and enqueue the job: the one path every API that runs a
-    job takes. `max_tokens_param` is the field's name in the caller's API, for the error's `param`.
+    job takes. `max_tokens_param` is the field's name in the caller's API, for the error's `param`; `extra`
+    is stored in the job's request beside what the worker reads (an API's own fields).
     Returns the record and whether it is the job an earlier request with the same Idempotency-Key made."""
     state = request.app.state
     principal = principal_of(request)
@@ -134,6 +135,8 @@ async def start_job(body: JobRequest, request: Request, max_tokens_param: str = 
         messages = _check_limits(body, request, max_tokens_param)
         model, request_doc = body.model, {"messages": messages, "params": body.params.model_dump(exclude_none=True),
                                           **body.tool_request(body.model, state.settings)}
+    if extra:
+        request_doc = {**extra, **request_doc}
     sub = Submission(principal, protocol.new_job_id(), model, request_doc, body.metadata,
                      idempotency.check(idempotency_key))
     if sub.idempotency_key is not None:

@@ -1,5 +1,9 @@
 // The tokenrelay page: submit a job, follow its stream, resume after a drop or a reload.
-// Public API only: /v1/models, /v1/jobs, /v1/jobs/{id}/stream, /v1/jobs/{id}/cancel.
+// Public API only: /v1/models, /v1/jobs, /v1/jobs/{id}/stream, /v1/jobs/{id}/cancel, /v1/jobs/{id}/stream-token.
+//
+// API keys: when the gateway answers 401 the page asks for a key, keeps it in sessionStorage (this tab
+// only, never in a URL) and sends it as a bearer token. EventSource cannot send headers, so with a key
+// each (re)connection first gets a short-lived stream token for the job, which goes in the stream's URL.
 //
 // Resume: every event's id and the text so far are kept in sessionStorage together, so a reload
 // restores the answer and asks the stream for the events after that id (nothing missing or doubled).
@@ -7,6 +11,7 @@
 "use strict";
 
 const STORE_KEY = "tokenrelay.job";
+const API_KEY_STORE = "tokenrelay.key";
 const TERMINAL = ["succeeded", "failed", "cancelled"];
 const $ = (id) => document.getElementById(id);
 // What the answer box says while it holds no text, by job state.
@@ -17,6 +22,41 @@ const PLACEHOLDERS = {queued: "Waiting for a worker…", running: "Waiting for t
 let job = null;      // {id, model, last, parts, tokens, state, submittedAt, firstTokenAt, endedAt}
 let source = null;   // the EventSource of the job being followed
 let ticker = null;
+let apiKey = sessionStorage.getItem(API_KEY_STORE) || "";
+
+class KeyNeeded extends Error {}
+
+// fetch with the key, if any; a 401 asks for a (new) key and throws KeyNeeded.
+async function api(path, options = {}) {
+  const headers = {...(options.headers || {})};
+  if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
+  const response = await fetch(path, {...options, headers});
+  if (response.status === 401) {
+    let reason = "";
+    try { reason = (await response.json()).error.message; } catch (err) { /* not JSON */ }
+    askForKey(apiKey ? `The gateway refused this key (${reason || "401"}). Enter another one.`
+                     : "This gateway needs an API key.");
+    throw new KeyNeeded(reason);
+  }
+  return response;
+}
+
+function askForKey(message) {
+  $("key-form").hidden = false;
+  $("key-message").textContent = message;
+  $("key-tools").hidden = true;
+  $("api-key").focus();
+}
+
+async function useKey(event) {
+  event.preventDefault();
+  const key = $("api-key").value.trim();
+  if (!key) { $("api-key").focus(); return; }
+  apiKey = key;
+  sessionStorage.setItem(API_KEY_STORE, key);
+  $("api-key").value = "";
+  if (await loadModels()) restore();
+}
 
 function eventOrder(id) {
   const [attempt, seq] = id.split("-").map(Number);
@@ -108,10 +148,29 @@ function finish(state) {
   renderStatus();
 }
 
-function follow() {
-  if (source) source.close();
-  const query = job.last ? `?last_event_id=${encodeURIComponent(job.last)}` : "";
-  source = new EventSource(`/v1/jobs/${job.id}/stream${query}`);
+async function streamUrl() {
+  const after = job.last ? `last_event_id=${encodeURIComponent(job.last)}` : "";
+  if (!apiKey) return `/v1/jobs/${job.id}/stream${after ? "?" + after : ""}`;
+  const response = await api(`/v1/jobs/${job.id}/stream-token`, {method: "POST"});
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+  $("job-link").href = body.stream_url;
+  return body.stream_url + (after ? "&" + after : "");
+}
+
+async function follow() {
+  if (source) { source.close(); source = null; }
+  const following = job;
+  let url;
+  try {
+    url = await streamUrl();
+  } catch (err) {
+    if (err instanceof KeyNeeded) return;
+    if (job === following) explainClosedStream();
+    return;
+  }
+  if (job !== following) return;  // another job was sent meanwhile
+  source = new EventSource(url);
   clearInterval(ticker);
   ticker = setInterval(renderStatus, 250);
 
@@ -169,10 +228,13 @@ function follow() {
 
 async function explainClosedStream() {
   try {
-    const response = await fetch(`/v1/jobs/${job.id}`);
+    const response = await api(`/v1/jobs/${job.id}`);
     const body = await response.json();
     if (!response.ok) { showError(body.error.message); finish("failed"); return; }
-  } catch (err) { /* the gateway is away: retry below */ }
+  } catch (err) {
+    if (err instanceof KeyNeeded) return;
+    /* the gateway is away: retry below */
+  }
   job.state = "reconnecting";
   renderStatus();
   setTimeout(() => { if (job && !TERMINAL.includes(job.state)) follow(); }, 1000);
@@ -190,8 +252,8 @@ async function send(event) {
   const body = {model: $("model").value, prompt, params: Number.isFinite(maxTokens) ? {max_tokens: maxTokens} : {}};
   $("send").disabled = true;
   try {
-    const response = await fetch("/v1/jobs", {method: "POST", headers: {"content-type": "application/json"},
-                                              body: JSON.stringify(body)});
+    const response = await api("/v1/jobs", {method: "POST", headers: {"content-type": "application/json"},
+                                            body: JSON.stringify(body)});
     const created = await response.json();
     if (!response.ok) { showError(created.error ? created.error.message : `HTTP ${response.status}`); return; }
     job = {id: created.id, model: created.model, last: null, parts: [], tokens: 0, state: "queued",
@@ -202,7 +264,7 @@ async function send(event) {
     renderStatus();
     follow();
   } catch (err) {
-    showError("cannot reach the gateway");
+    if (!(err instanceof KeyNeeded)) showError("cannot reach the gateway");
   } finally {
     $("send").disabled = false;
   }
@@ -212,24 +274,30 @@ async function stop() {
   if (!job) return;
   $("stop").disabled = true;
   try {
-    const response = await fetch(`/v1/jobs/${job.id}/cancel`, {method: "POST"});
+    const response = await api(`/v1/jobs/${job.id}/cancel`, {method: "POST"});
     if (!response.ok) showError((await response.json()).error.message);
   } catch (err) {
-    showError("cannot reach the gateway");
+    if (!(err instanceof KeyNeeded)) showError("cannot reach the gateway");
   }
   // The stream ends with `end` of status `cancelled`, which updates the page.
 }
 
+// True when the gateway answered (with the key, if it needs one).
 async function loadModels() {
   const select = $("model");
   try {
-    const response = await fetch("/v1/models");
+    const response = await api("/v1/models");
     const models = (await response.json()).data.map((m) => m.id);
     select.replaceChildren(...models.map((id) => new Option(id, id)));
     const remembered = localStorage.getItem("tokenrelay.model");
     if (remembered && models.includes(remembered)) select.value = remembered;
+    $("key-form").hidden = true;
+    $("key-message").textContent = "";
+    $("key-tools").hidden = !apiKey;
+    return true;
   } catch (err) {
-    showError("cannot load the models");
+    if (!(err instanceof KeyNeeded)) showError("cannot load the models");
+    return false;
   }
 }
 
@@ -243,11 +311,17 @@ function restore() {
 }
 
 $("ask").addEventListener("submit", send);
+$("key-form").addEventListener("submit", useKey);
+$("forget-key").addEventListener("click", (e) => {
+  e.preventDefault();
+  apiKey = "";
+  sessionStorage.removeItem(API_KEY_STORE);
+  askForKey("Key forgotten. Enter a key to continue.");
+});
 $("stop").addEventListener("click", stop);
 $("model").addEventListener("change", () => localStorage.setItem("tokenrelay.model", $("model").value));
 $("boundaries").addEventListener("change", (e) => $("answer").classList.toggle("show-boundaries", e.target.checked));
 $("prompt").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) $("ask").requestSubmit();
 });
-loadModels();
-restore();
+loadModels().then((ready) => { if (ready) restore(); });

@@ -41,8 +41,9 @@ def test_redis_out_of_memory_fails_the_job_clearly_and_serves_others(own_redis, 
         after = httpx.get(f"{stack.url}/v1/jobs/{small}/stream", timeout=10)
         assert after.status_code == 200 and after.text.count("event: ") == len(before)
         assert httpx.get(f"{stack.url}/health").status_code == 200
-        # (Memory may have drained below the limit once the job stopped: keep it full for this check.)
-        admin.config_set("maxmemory", admin.info("memory")["used_memory"] - 100_000)
+        # Memory drains once the job stopped and its readers' buffers are freed: keep it full for this
+        # check whatever the server frees meanwhile.
+        admin.config_set("maxmemory", 1)
         refused = httpx.post(f"{stack.url}/v1/jobs", json={"model": "demo", "prompt": "x"}, timeout=10)
         assert refused.status_code == 503 and "full" in refused.json()["error"]["message"]
         assert "Retry-After" in refused.headers

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from api.openai_compat import _Answer
+from api.answer import Answer
 from tokenrelay import Client
 from tokenrelay.engine.demo import demo_tokens
 
@@ -224,7 +224,7 @@ def test_chat_stream_survives_a_lost_worker_without_repeating_text(redis_server,
 
 
 def test_restarted_attempt_sends_only_new_text_and_refuses_a_different_answer():
-    answer = _Answer()
+    answer = Answer()
     assert [answer.add(t) for t in ("You", " asked", " about")] == ["You", " asked", " about"]
     answer.reset()  # attempt 2 starts over
     assert [answer.add(t) for t in ("You", " asked", " about", " it")] == ["", "", "", " it"]

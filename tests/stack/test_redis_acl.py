@@ -69,6 +69,15 @@ def test_gateway_and_worker_run_with_their_acl_users(acl_server, stack_settings)
                 if event.event == "end":
                     assert event.data["status"] == "cancelled"
             assert httpx.post(f"{url}/v1/jobs/{job['id']}/stream-token").status_code == 200
+        # The Responses API and the AI SDK routes need nothing more.
+        created = httpx.post(f"{url}/v1/responses", timeout=30, json={
+            "model": "demo", "input": "hi", "max_output_tokens": 3, "tokens_per_second": 0}).json()
+        assert created["status"] == "incomplete" and created["usage"]["output_tokens"] == 3
+        assert httpx.delete(f"{url}/v1/responses/{created['id']}").json()["deleted"] is True
+        chat = {"id": "acl-chat", "model": "demo", "max_tokens": 3, "tokens_per_second": 0,
+                "messages": [{"role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
+        assert httpx.post(f"{url}/ai-sdk/chat", json=chat, timeout=30).text.endswith("data: [DONE]\n\n")
+        assert httpx.get(f"{url}/ai-sdk/chat/acl-chat/stream", timeout=30).text.endswith("data: [DONE]\n\n")
         admin = redis.Redis.from_url(acl_server.url)
         denied = [entry for entry in admin.acl_log() if entry.get("username") in ("gateway", "worker")]
         admin.close()

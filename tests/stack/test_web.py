@@ -10,31 +10,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from tokenrelay import __version__
 from tokenrelay.engine.demo import demo_tokens
 
+from ..support.browser import answer_text, tokens_shown, wait_state
 from ..support.processes import LOG_DIR, ROOT, Stack, start_gateway, wait_until
-from ..support.settings import TEST_SETTINGS
+from ..support.settings import MODEL_COUNT
 
-MODEL_COUNT = len(TEST_SETTINGS["models"].split(","))
-
-CHROMIUM = os.environ.get("TOKENRELAY_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOT = Path(os.environ.get("TOKENRELAY_SCREENSHOT", LOG_DIR / "web-page.png"))
 PROMPT = "How do resumable streams work?"
-
-
-# Module scope: Playwright's sync API keeps an event loop running in the main thread until it exits,
-# which would break later tests that call asyncio.run().
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -48,14 +34,6 @@ def page(browser):
     assert page.errors == []
 
 
-def tokens_shown(page: Page) -> int:
-    return int(page.locator("#answer").get_attribute("data-tokens") or 0)
-
-
-def answer_text(page: Page) -> str:
-    return "".join(page.locator("#answer .tok").all_text_contents())
-
-
 def ask(page: Page, url: str, prompt: str, max_tokens: int) -> str:
     """Open the page, submit a prompt with the demo model; returns the job id the page shows."""
     page.goto(url)
@@ -66,10 +44,6 @@ def ask(page: Page, url: str, prompt: str, max_tokens: int) -> str:
     page.click("#send")
     expect(page.locator("#job-link")).to_have_text(re.compile("^[0-9a-f]{32}$"))
     return page.locator("#job-link").text_content()
-
-
-def wait_state(page: Page, state: str, timeout_s: float = 20) -> None:
-    expect(page.locator("#status")).to_have_attribute("data-state", state, timeout=timeout_s * 1000)
 
 
 def test_tokens_appear_incrementally_then_the_job_completes(page: Page, gateway_url: str):

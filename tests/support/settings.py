@@ -12,3 +12,6 @@ TEST_SETTINGS = {
     "rate_limit_per_minute": 1_000_000,
     "max_active_jobs_per_key": 100_000,
 }
+
+# How many models the test stacks offer (the web page lists each).
+MODEL_COUNT = len(TEST_SETTINGS["models"].split(","))

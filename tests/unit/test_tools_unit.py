@@ -124,10 +124,11 @@ def test_replay_swallows_a_repeated_call_after_a_reset_and_refuses_a_different_o
 
 
 def test_chat_completion_stream_sends_each_call_once_across_attempts():
-    from api.openai_compat import _Answer, openai_tool_call
+    from api.answer import Answer
+    from api.openai_compat import openai_tool_call
 
     call = {"index": 0, "id": "c", "name": "f", "args": {"x": 1}}
-    answer = _Answer()
+    answer = Answer()
     assert answer.add_call(call) is True
     answer.reset()
     assert answer.add_call(call) is False  # the new attempt repeats it: not sent again

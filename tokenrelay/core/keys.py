@@ -34,6 +34,10 @@ def check_owner(owner: str) -> str:
     return owner
 
 
+# Chat ids come from clients (the AI SDK makes them).
+CHAT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
 class Keys:
     """Every Redis key name the product uses, built from validated parts."""
 
@@ -86,3 +90,9 @@ class Keys:
         is hashed: any bytes it sends stay out of key names."""
         digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
         return f"{self.prefix}:{{owner:{check_owner(owner)}}}:idem:{digest}"
+
+    def chat(self, owner: str, chat_id: str) -> str:
+        """hash: an AI SDK chat's latest job (`job`). Per owner: another key's chat of the same id is another chat."""
+        if not CHAT_ID_PATTERN.fullmatch(chat_id):
+            raise ValueError("invalid chat id")
+        return f"{self.prefix}:{{owner:{check_owner(owner)}}}:chat:{chat_id}"
