@@ -28,7 +28,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.exceptions import ClusterDownError, OutOfMemoryError, ResponseError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tokenrelay.core import protocol
@@ -39,6 +39,9 @@ from tokenrelay.events import TOKEN, Event
 log = logging.getLogger("tokenrelay.worker.publisher")
 
 RETRY_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+# Results that mean "Redis did not answer" rather than "Redis refused": the write is tried again (its
+# explicit ids make that safe).
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError)
 MERGE_KEYS_IGNORED = ("text", "index", "count", "ts")
 
 
@@ -203,6 +206,10 @@ class StreamPublisher:
                 log.exception("stream write for job %s refused", batches[0][0].job_id)
                 batches[0][0].lose("write_failed")
                 return
+            unreachable = next((r for r in results if isinstance(r, UNREACHABLE)), None)
+            if unreachable is not None:  # a cluster pipeline reports a node it could not reach per command
+                log.warning("stream write failed (try %d): %s", attempt_number, unreachable)
+                continue
             await self._settle(batches, results)
             return
         log.error("stream write failed after %d tries; failing %d job(s)", attempt_number, len(batches))
