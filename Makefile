@@ -37,6 +37,14 @@ js: $(JS_STAMP)
 test: install browser js rabbitmq
 	$(BIN)/python -m pytest $(ARGS)
 
-bench: $(BIN)/python
+# LangGraph's dev server (the benchmark's fourth column) gets a virtualenv of its own: langgraph-api
+# pins jsonschema-rs below what the test extra's schemathesis needs, so they cannot share one.
+LANGGRAPH_VENV ?= .venv-langgraph
+
+$(LANGGRAPH_VENV)/bin/langgraph:
+	$(PYTHON) -m venv $(LANGGRAPH_VENV)
+	$(LANGGRAPH_VENV)/bin/python -m pip install -q 'langgraph-cli[inmem]>=0.4.40,<0.5'
+
+bench: $(BIN)/python $(LANGGRAPH_VENV)/bin/langgraph
 	$(BIN)/python -m pip install -q -e '.[server,bench]'
 	$(BIN)/python -m bench $(ARGS)

@@ -16,6 +16,7 @@ from tokenrelay.core.connections import async_client
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
+from tokenrelay.core.task_message import RedisTaskSender, is_redis_broker
 from tokenrelay.core.tasks import TaskSender, create_celery_app
 
 from . import ai_sdk, jobs_list, metrics, openai_compat, responses, webpage
@@ -23,6 +24,7 @@ from .auth import Authenticate, KeyRing, StreamTokens, token_secret
 from .backpressure import GatewayPool, SubmitGate
 from .docs import install_docs
 from .errors import install_error_handlers
+from .event_stream import StreamHandoff
 from .limits import BodySizeLimit
 from .metrics import GatewayMetrics
 from .outbox import OutboxSweeper
@@ -44,6 +46,19 @@ def _redis_pool(settings: Settings) -> Redis | RedisCluster:
     return async_client(settings.redis_target, max_connections=settings.redis_pool_size, pool_wait_s=POOL_WAIT_S,
                         socket_timeout=COMMAND_TIMEOUT_S, client_name=f"tokenrelay-gateway:{os.getpid()}",
                         pool_class=GatewayPool)
+
+
+def _task_sender(settings: Settings, redis: Redis | RedisCluster, celery_app) -> RedisTaskSender | TaskSender:
+    """One LPUSH per task on a Redis broker (through the gateway's client when the broker is the job
+    store, one server or Sentinel), kombu's producer for any other broker (RabbitMQ)."""
+    if settings.broker_url is None:
+        return RedisTaskSender(redis, settings.queue_name)
+    if not is_redis_broker(settings.broker_url):
+        return TaskSender(celery_app)
+    broker = Redis.from_url(settings.broker_url, socket_timeout=COMMAND_TIMEOUT_S, socket_connect_timeout=3,
+                            socket_keepalive=True, max_connections=settings.redis_pool_size,
+                            client_name=f"tokenrelay-gateway-broker:{os.getpid()}")
+    return RedisTaskSender(broker, settings.queue_name, owns_client=True)
 
 
 async def _warm(redis: Redis | RedisCluster, size: int) -> None:
@@ -72,7 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         state = app.state
         state.settings, state.keys, state.redis, state.relay = settings, keys, redis, relay
         state.scripts = JobScripts(redis, keys)
-        state.tasks = TaskSender(celery_app)
+        state.tasks = _task_sender(settings, redis, celery_app)
         state.started_at = int(time.time())
         state.stream_tokens = stream_tokens
         state.reader_slots = ReaderSlots(settings.max_readers_per_job)
@@ -93,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
             await sweeper.stop()
             await relay.stop()
             await redis.aclose()
-            await asyncio.to_thread(state.tasks.close)
+            await state.tasks.aclose()
             await asyncio.to_thread(celery_app.close)
 
     app = FastAPI(
@@ -121,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute)
     app.add_middleware(Authenticate, keyring=keyring, tokens=stream_tokens)
+    app.add_middleware(StreamHandoff)  # outermost: streams after everything above has returned
     return app
 
 

@@ -52,34 +52,67 @@ def job_id_of(events_key: bytes) -> str:
 
 
 class Reader:
-    """One client's bounded queue of entries."""
+    """One client's bounded queue of entries.
 
-    __slots__ = ("entries", "limit", "overflowed", "wake", "filter")
+    An idle reader holds no queue and no event: the deque is made at the first entry, and the one
+    future it waits on exists only while it waits (each deque or `asyncio.Event` costs ~600 bytes,
+    times every idle stream). Keepalives come from the relay's one timer per process (`tick`)."""
+
+    __slots__ = ("entries", "limit", "overflowed", "filter", "quiet", "ping", "_woken", "_waiter")
 
     def __init__(self, limit: int, stream_filter: StreamFilter | None = None) -> None:
-        self.entries: deque[Entry] = deque()
+        self.entries: deque[Entry] | None = None
         self.limit = limit
         self.filter = stream_filter
         self.overflowed = False
-        self.wake = asyncio.Event()
+        self.quiet = False  # nothing pushed since the last keepalive tick
+        self.ping = False  # a keepalive is due
+        self._woken = False
+        self._waiter: asyncio.Future | None = None
 
     def push(self, entry: Entry) -> None:
+        self.quiet = False
         if self.overflowed:
             return
+        if self.entries is None:
+            self.entries = deque()
         if len(self.entries) >= self.limit:
             self.overflowed = True
         else:
             self.entries.append(entry)
-        self.wake.set()
+        self.wake()
+
+    def tick(self) -> None:
+        """The relay's keepalive timer: a reader quiet for a whole period gets a keepalive."""
+        if self.quiet:
+            self.ping = True
+            self.wake()
+        self.quiet = True
+
+    def wake(self) -> None:
+        self._woken = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until woken (at once if woken since the last wait)."""
+        if not self._woken:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._woken = False
 
 
 class Hub:
     """Everything this process relays for one job."""
 
-    __slots__ = ("key", "readers", "filtered", "position", "live", "done")
+    __slots__ = ("key", "readers", "filtered", "position", "live", "done", "owner")
 
     def __init__(self, key: bytes) -> None:
         self.key = key
+        self.owner: str | None = None  # the job's owner, as a reader's admission read it from Redis
         self.readers: set[Reader] = set()
         self.filtered = 0  # readers with a filter
         self.position: EventId | None = None  # last entry the shared loop has read

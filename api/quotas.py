@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections import Counter
 
 from redis.asyncio import Redis
@@ -102,27 +101,38 @@ async def check_queue_depth(state) -> None:
 
 
 async def admit_active_job(redis: Redis, keys: Keys, settings: Settings, principal: Principal, job_id: str) -> None:
-    """Count `job_id` against the key's active jobs, or raise LimitExceeded."""
+    """Count `job_id` against the key's active jobs, or raise LimitExceeded.
+
+    One MULTI in the common case. The set also holds jobs that finished since (nothing removes
+    them as they end): only a count over the limit looks up its members' statuses and drops the
+    finished ones, so a submit costs O(1) commands, not one per job the key has in flight."""
     key = _quota_key(keys, principal, "active")
-    members = [raw.decode() for raw in await redis.zrange(key, 0, -1)]
-    if members:
-        async with redis.pipeline(transaction=False) as pipe:
-            for member in members:
-                pipe.hget(keys.meta(member), "status")
-            statuses = await pipe.execute()
-        done = [m for m, s in zip(members, statuses) if s is None or s.decode() in TERMINAL_STATUSES]
-        if done:
-            await redis.zrem(key, *done)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zadd(key, {job_id: time.time()})
         pipe.zcard(key)
         pipe.expire(key, int(settings.job_timeout_s + settings.retention_s))
         _, count, _ = await pipe.execute()
     if count > settings.max_active_jobs_per_key:
+        count -= await _drop_finished(redis, keys, key, job_id)
+    if count > settings.max_active_jobs_per_key:
         await redis.zrem(key, job_id)
         raise LimitExceeded(f"this key already has {settings.max_active_jobs_per_key} queued or running jobs "
                             "(max_active_jobs_per_key); wait for one to finish or cancel one",
                             limit="max_active_jobs_per_key", retry_after_s=ACTIVE_RETRY_AFTER_S)
+
+
+async def _drop_finished(redis: Redis, keys: Keys, key: str, job_id: str) -> int:
+    """Remove the set's finished (or expired) jobs; how many were removed."""
+    members = [raw.decode() for raw in await redis.zrange(key, 0, -1)]
+    members = [member for member in members if member != job_id]
+    if not members:
+        return 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for member in members:
+            pipe.hget(keys.meta(member), "status")
+        statuses = await pipe.execute()
+    done = [m for m, s in zip(members, statuses) if s is None or s.decode() in TERMINAL_STATUSES]
+    return await redis.zrem(key, *done) if done else 0
 
 
 async def release_active_job(redis: Redis, keys: Keys, principal: Principal, job_id: str) -> None:
@@ -147,43 +157,5 @@ class ReaderSlots:
         if self.open[job_id] <= 0:
             del self.open[job_id]
 
-    def hold(self, job_id: str, frames):
-        """Take a slot for the life of `frames`, an async generator; released when it finishes or is
-        dropped, even if the response never started it (a client gone before the first byte)."""
-        self.take(job_id)
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.release(job_id)
-
-        async def held():
-            try:
-                async for chunk in frames:
-                    yield chunk
-            finally:
-                release()
-                await frames.aclose()
-
-        wrapped = held()
-        weakref.finalize(wrapped, release)
-        return wrapped
-
 
 STREAM_LIMIT_FRAME = b": stream time limit reached (max_stream_s); reconnect with Last-Event-ID\n\n"
-
-
-async def limit_duration(frames, max_s: float):
-    """End a stream after max_s (checked at each chunk; keepalives bound the wait), without `end`:
-    the client resumes from its last id, on whichever gateway it reaches."""
-    deadline = time.monotonic() + max_s
-    try:
-        async for chunk in frames:
-            yield chunk
-            if time.monotonic() >= deadline:
-                yield STREAM_LIMIT_FRAME
-                return
-    finally:
-        await frames.aclose()

@@ -21,6 +21,11 @@ Deliberate choices (read before changing):
 - Each reader has a bounded queue. A reader that falls `client_buffer_events` behind is cut off
   (its response ends without `end`) and resumes with Last-Event-ID: its memory stays bounded and
   no event is dropped silently.
+- Keepalives come from one timer per process (`_keepalive_forever`), which wakes the readers that
+  were quiet for a whole period: an idle stream holds no timer object of its own.
+- Readers asking for the same history range at the same time share one XRANGE (`_xrange`), and a
+  reader of a job this process already relays is admitted from the hub (`owner_of`): a burst of
+  joins on one job costs Redis about one read, not a few commands per reader.
 - After Redis failed (a read, or a subscription's connection), the pump checks that each followed job
   still has its record, until Redis answers. A Redis restarted without persistence has none: the job
   can never write its `end`, so its readers get a final `error` (job_lost) and `end` from the gateway
@@ -106,6 +111,9 @@ class Relay:
         self._pending = asyncio.Event()
         self._check_records = False
         self._task: asyncio.Task | None = None
+        self._keepalive_task: asyncio.Task | None = None
+        self._reads_in_flight: dict[tuple[bytes, str, str], asyncio.Future] = {}
+        self._stopping = False
 
     @property
     def reader_count(self) -> int:
@@ -113,9 +121,13 @@ class Relay:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._pump_forever(), name="tokenrelay-relay")
+        self._keepalive_task = asyncio.create_task(self._keepalive_forever(), name="tokenrelay-keepalive")
 
     async def stop(self) -> None:
         await self.subscriber.close()
+        if self._keepalive_task:
+            self._keepalive_task.cancel()
+            await asyncio.gather(self._keepalive_task, return_exceptions=True)
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -191,6 +203,16 @@ class Relay:
                         self._mark(hub.key)
             self.hooks.on_read(read)
 
+    async def _keepalive_forever(self) -> None:
+        """One timer for every stream of the process: each `keepalive_s`, a reader that got nothing
+        during the whole last period is woken to send a keepalive (so one goes out after
+        keepalive_s to 2 x keepalive_s of silence). An idle stream holds no timer of its own."""
+        while True:
+            await asyncio.sleep(self.keepalive_s)
+            for hub in list(self.hubs.values()):
+                for reader in hub.readers:
+                    reader.tick()
+
     async def _end_lost_jobs(self) -> bool:
         """End the hubs of jobs whose record is gone; False if Redis cannot tell yet."""
         hubs = [hub for hub in self.hubs.values() if hub.live and not hub.done]
@@ -209,15 +231,21 @@ class Relay:
 
     # -- one client ------------------------------------------------------------------------------------
 
+    def owner_of(self, job_id: str) -> str | None:
+        """The owner of a job this process is relaying now (so it exists), without asking Redis;
+        None if it is not relaying it."""
+        hub = self.hubs.get(self.keys.events(job_id).encode())
+        return hub.owner if hub is not None and not hub.done else None
+
     async def follow(self, job_id: str, after: EventId | None, stream_filter: StreamFilter | None = None, *,
-                     fresh: bool = False) -> AsyncIterator[bytes]:
+                     fresh: bool = False, owner: str | None = None) -> AsyncIterator[bytes]:
         """SSE frames of a job after `after` (from the start if None), ending after `end`.
 
         `fresh`: the job was just created here and has no events yet, so there is no history to read.
         Ends early, without `end`, if the client falls too far behind; it then resumes by id.
         With a filter, only the events it accepts are sent; `last` still tracks every entry read.
         """
-        async for batch in self._follow(job_id, after, stream_filter, fresh):
+        async for batch in self._follow(job_id, after, stream_filter, fresh, owner):
             yield protocol.KEEPALIVE_FRAME if batch is None else b"".join([entry.sse() for entry in batch])
 
     async def follow_events(self, job_id: str, after: EventId | None = None,
@@ -232,7 +260,7 @@ class Relay:
                 yield Event(id=entry.raw_id.decode(), event=entry.kind.decode(), data=json.loads(entry.fields[b"d"]))
 
     async def _follow(self, job_id: str, after: EventId | None, stream_filter: StreamFilter | None,
-                      fresh: bool) -> AsyncIterator[list[Entry] | None]:
+                      fresh: bool, owner: str | None = None) -> AsyncIterator[list[Entry] | None]:
         """Batches of a job's entries after `after`; None for each keepalive."""
         key = self.keys.events(job_id).encode()
         last = after
@@ -250,6 +278,8 @@ class Relay:
             hub = self.hubs[key] = Hub(key)
         hub.readers.add(reader)
         hub.filtered += stream_filter is not None
+        if owner is not None:
+            hub.owner = owner
         try:
             if not hub.live:
                 hub.live, hub.position = True, last
@@ -298,6 +328,16 @@ class Relay:
             start = f"({last}"
 
     async def _xrange(self, key: bytes, start: str, end: str) -> list:
+        """Readers asking for the same range at the same time share one read (singleflight). The
+        read runs in a task of its own, so a reader that leaves does not cut it short for the others."""
+        flight = (key, start, end)
+        shared = self._reads_in_flight.get(flight)
+        if shared is None:
+            shared = self._reads_in_flight[flight] = asyncio.ensure_future(self._xrange_retrying(key, start, end))
+            shared.add_done_callback(lambda _: self._reads_in_flight.pop(flight, None))
+        return await asyncio.shield(shared)
+
+    async def _xrange_retrying(self, key: bytes, start: str, end: str) -> list:
         for delay in (*HISTORY_RETRY_DELAYS_S, None):
             try:
                 return await self.redis.xrange(key, start, end, count=self.history_batch)
@@ -309,13 +349,12 @@ class Relay:
 
     async def _live(self, reader: Reader, last: EventId | None) -> AsyncIterator[list[Entry] | None]:
         while True:
-            try:
-                async with asyncio.timeout(self.keepalive_s):  # unlike wait_for, no task per wait
-                    await reader.wake.wait()
-            except TimeoutError:
-                yield None
+            await reader.wait()
+            if reader.ping and not reader.entries:
+                reader.ping = False
+                yield None  # a keepalive
                 continue
-            reader.wake.clear()
+            reader.ping = False
             batch, ended, tokens = [], False, 0
             while reader.entries:
                 entry = reader.entries.popleft()

@@ -7,7 +7,7 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from tokenrelay.core import protocol
 from tokenrelay.core.protocol import EventId
@@ -25,6 +25,7 @@ from . import idempotency
 from .admission import Submission, admit
 from .auth import principal_of
 from .errors import ERROR_RESPONSES
+from .event_stream import EventStreamResponse
 from .filters import StreamFilter
 from .graph_jobs import graph_request
 from .schemas import CancelResult, Health, JobCreated, JobRequest, JobView, Readiness
@@ -76,13 +77,17 @@ def _check_access(request: Request, job_id: str, found: bool, owner: str | None)
         raise JobNotFound(job_id)
 
 
-async def _check_readable(request: Request, job_id: str) -> None:
-    """The job exists and the caller may read it. Only the owner field is read first: the record
+async def _check_readable(request: Request, job_id: str) -> str:
+    """The job exists and the caller may read it; its owner. Only the owner field is read: the record
     holds the whole request, and reading it for another key's job would make a foreign id answer
-    measurably slower than an unknown one."""
+    measurably slower than an unknown one. No Redis round trip at all when this process is relaying
+    the job to other readers already: a burst of joins on one job asks Redis once."""
     state = request.app.state
-    owner = await load_owner(state.redis, state.keys, protocol.check_job_id(job_id))
+    owner = state.relay.owner_of(protocol.check_job_id(job_id))
+    if owner is None:
+        owner = await load_owner(state.redis, state.keys, job_id)
     _check_access(request, job_id, owner is not None, owner)
+    return owner
 
 
 async def _record(request: Request, job_id: str) -> JobRecord:
@@ -198,7 +203,8 @@ async def submit_job(
         headers[REPLAYED_HEADER] = "true"
     if body.stream:  # one round trip: the submitter reads the stream from its first event
         after = await _resume_point(request, record.id, last_event_id) if repeated else None
-        return sse_response(request, record.id, after, headers, fresh=not repeated, submitted=True)
+        return sse_response(request, record.id, after, headers, fresh=not repeated, submitted=True,
+                            owner=record.owner)
     response.headers.update(headers)
     return JobCreated(id=record.id, status=record.status, model=record.model, created_at=record.created_at,
                       stream_url=_stream_url(record.id), metadata=record.metadata, graph=record.request.get("graph"))
@@ -231,12 +237,12 @@ async def stream_job(
     token: Annotated[str | None, Query(max_length=1024, description="A stream token from POST "
                                        "/v1/jobs/{job_id}/stream-token, for clients that cannot send headers. "
                                        "Never an API key.")] = None,
-) -> StreamingResponse:
+) -> EventStreamResponse:
     reader_filter = StreamFilter.from_query(tags=tags, node=node, events=events, final_only=final_only)
-    await _check_readable(request, job_id)
+    owner = await _check_readable(request, job_id)
     raw_after = last_event_id_header if last_event_id_header is not None else last_event_id
     after = await _resume_point(request, job_id, raw_after)
-    return sse_response(request, job_id, after, stream_filter=reader_filter)
+    return sse_response(request, job_id, after, stream_filter=reader_filter, owner=owner)
 
 
 @router.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=CancelResult,

@@ -3,6 +3,8 @@
 Deliberate choices (read before changing):
 - A Redis error while a stream is read (a busy pool, a restart) is retried from the last event sent,
   for up to STREAM_RETRY_S: the client sees a pause, not a cut.
+- The response is `EventStreamResponse` (api/event_stream.py): one task per stream, handed off to the
+  outermost middleware; the reader's slot, the time limit and the retry frame live there.
 - Past that, a reader of `GET .../stream` gets the end of the response without `end`, and resumes
   with its Last-Event-ID. A submit's own stream (`"stream": true`) ends with `error` + `end` (status
   `interrupted`, no id) instead: an accepted streaming submit never ends with nothing.
@@ -13,16 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 
 from fastapi import Request
-from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 
 from tokenrelay.core import protocol
 from tokenrelay.core.protocol import EventId
 
+from .event_stream import EventStreamResponse
 from .filters import StreamFilter
-from .quotas import limit_duration
+from .quotas import STREAM_LIMIT_FRAME
 
 log = logging.getLogger("tokenrelay.gateway")
 
@@ -50,19 +53,20 @@ def _interrupted_frames(job_id: str) -> bytes:
 
 
 def sse_response(request: Request, job_id: str, after: EventId | None, headers: dict[str, str] | None = None,
-                 *, fresh: bool = False, stream_filter: StreamFilter | None = None, submitted: bool = False):
+                 *, fresh: bool = False, stream_filter: StreamFilter | None = None, submitted: bool = False,
+                 owner: str | None = None) -> EventStreamResponse:
     """The job's events after `after`. A Redis error (a busy pool, a restart) is retried from the last
     event sent for up to STREAM_RETRY_S; past that the response ends without `end` and the client
     resumes, except on a submit's own stream (`submitted`), which ends with `error` + `end` (status
-    `interrupted`, no id): an accepted `"stream": true` request never ends with nothing."""
+    `interrupted`, no id): an accepted `"stream": true` request never ends with nothing. `owner`: the
+    job's owner as the caller's admission read it (the relay keeps it, so later readers need not)."""
     state = request.app.state
 
     async def frames():
-        yield SSE_RETRY_FRAME
         last, from_start, give_up_at = after, fresh, None
         while True:
             try:
-                async for chunk in state.relay.follow(job_id, last, stream_filter, fresh=from_start):
+                async for chunk in state.relay.follow(job_id, last, stream_filter, fresh=from_start, owner=owner):
                     last, give_up_at = _last_id(chunk, last), None
                     yield chunk
                 return
@@ -77,7 +81,14 @@ def sse_response(request: Request, job_id: str, after: EventId | None, headers: 
                 from_start = False
                 await asyncio.sleep(STREAM_RETRY_DELAY_S)
 
-    body = state.reader_slots.hold(job_id, limit_duration(frames(), state.settings.max_stream_s))
-    return StreamingResponse(body, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
+    return event_stream(request, job_id, frames(), {**SSE_HEADERS, **(headers or {})}, prelude=SSE_RETRY_FRAME)
 
 
+def event_stream(request: Request, job_id: str, frames, headers: dict[str, str], *,
+                 prelude: bytes = b"") -> EventStreamResponse:
+    """Any API's stream of a job's frames: the reader's slot for the life of the response, the
+    max_stream_s limit, one task per stream (api/event_stream.py)."""
+    state = request.app.state
+    state.reader_slots.take(job_id)
+    return EventStreamResponse(frames, headers=headers, prelude=prelude, max_s=state.settings.max_stream_s,
+                               limit_frame=STREAM_LIMIT_FRAME, on_close=partial(state.reader_slots.release, job_id))

@@ -23,6 +23,13 @@ class Proc(Child):
         super().__init__(name, args, env=env, log_path=LOG_DIR / f"{name}.log", cwd=ROOT)
 
 
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
@@ -80,8 +87,15 @@ class Implementation:
     processes: list[Proc]
     redis: EmbeddedServer | None = None
 
+    def gateway_pids(self) -> list[int]:
+        """The gateway and, when it runs several processes on its port, each of them."""
+        return [self.gateway.pid, *children_of(self.gateway.pid)]
+
+    def gateway_cpu(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.gateway_pids())
+
     def pids(self) -> list[int]:
-        pids = [p.pid for p in self.processes]
+        pids = [p.pid for p in self.processes] + children_of(self.gateway.pid)
         if self.redis is not None and self.redis.process is not None:
             pids.append(self.redis.process.pid)
         return pids
@@ -99,7 +113,7 @@ class Implementation:
 class TokenRelay(Implementation):
     name = "tokenrelay"
 
-    def __init__(self, workers: int, concurrency: int, **settings: str) -> None:
+    def __init__(self, workers: int, concurrency: int, gateway_processes: int = 1, **settings: str) -> None:
         """`settings`: more TOKENRELAY_* variables, by their lowercase setting names."""
         self.redis = EmbeddedServer(extra_args=["--maxclients", "20000"]).start()
         # One load generator plays every client: per-key quotas sized for it, not for one user.
@@ -116,7 +130,11 @@ class TokenRelay(Implementation):
                  {**env, "TOKENRELAY_WORKER_METRICS_PORT": str(self.metrics_ports[i])})
             for i in range(workers)
         ]
-        self.gateway = Proc("tokenrelay-gateway", _uvicorn("api.app:app_from_env", self.port), env)
+        # As `tokenrelay api --workers N` runs it: N processes on one port (SO_REUSEPORT).
+        self.gateway_processes = gateway_processes
+        self.gateway = Proc("tokenrelay-gateway", [sys.executable, "-m", "api.server", "--workers",
+                                                   str(gateway_processes), "--port", str(self.port),
+                                                   "--log-level", "warning", "--no-access-log"], env)
         self.processes.append(self.gateway)
         wait_http(f"http://127.0.0.1:{self.port}/ready", 60,
                   lambda r: r.status_code == 200 and r.json()["workers"] >= workers, self.processes)
@@ -130,6 +148,27 @@ class Direct(Implementation):
         self.gateway = Proc("direct", _uvicorn("bench.direct_app:create_app", self.port), _env())
         self.processes = [self.gateway]
         wait_http(f"http://127.0.0.1:{self.port}/docs", 60, watch=self.processes)
+
+
+LANGGRAPH_VENV = ROOT / ".venv-langgraph"  # `make bench` makes it: langgraph-api pins what the test extra cannot use
+
+
+class LangGraphDev(Implementation):
+    """LangGraph's dev server (in-memory runtime) serving bench/langgraph_app, from its own virtualenv."""
+
+    name = "langgraph"
+
+    def __init__(self) -> None:
+        command = LANGGRAPH_VENV / "bin" / "langgraph"
+        if not command.exists():
+            raise RuntimeError(f"{command} is missing: make bench installs langgraph-cli[inmem] there")
+        self.port = free_port()
+        env = _env(LANGSMITH_TRACING="false", LANGCHAIN_TRACING_V2="false", LANGGRAPH_CLI_NO_ANALYTICS="1")
+        self.gateway = Proc("langgraph-dev", [str(command), "dev", "--config", "bench/langgraph_app/langgraph.json",
+                                              "--host", "127.0.0.1", "--port", str(self.port), "--no-browser",
+                                              "--no-reload"], env)
+        self.processes = [self.gateway]
+        wait_http(f"http://127.0.0.1:{self.port}/ok", 120, watch=self.processes)
 
 
 class Naive(Implementation):

@@ -1,4 +1,4 @@
-"""Scenario 8: what one delivered token costs while one gateway follows 10, 100 and 1,000 live jobs at the
+"""Scenario 9: what one delivered token costs while one gateway follows 10, 100 and 1,000 live jobs at the
 same total token rate (one reader per job), and what each unit costs for the sizing table.
 
 The window is measured in steady state: every job is running and every reader has its first token

@@ -39,6 +39,7 @@ class Sizes:
     relay_window_s: float = 15.0
     sizing_readers: int = 200
     sizing_jobs: int = 50
+    side_ttft_runs: int = 20
     burst_submits: int = 2000
     starvation_jobs: int = 1600
 
@@ -47,7 +48,7 @@ class Sizes:
         return cls(throughput_jobs=32, throughput_tokens=1000, latency_jobs=200, latency_tokens=30,
                    fanout_readers=200, fanout_tokens=50, ttft_jobs=50, idle_streams=1000, idle_jobs=20,
                    relay_window_s=5.0,
-                   burst_submits=500, starvation_jobs=300)
+                   burst_submits=500, starvation_jobs=300, side_ttft_runs=5)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -117,46 +118,57 @@ async def latency(impl: Implementation, sizes: Sizes) -> dict:
 
 # -- 3. fan-out ---------------------------------------------------------------------------------------
 
-def _commands(url: str) -> int:
-    client = redis.Redis.from_url(url)
+def _commands(impl: Implementation) -> int:
+    if impl.redis is None:
+        return 0
+    client = redis.Redis.from_url(impl.redis.url)
     try:
         return sum(stats["calls"] for stats in client.info("commandstats").values())
     finally:
         client.close()
 
 
-async def _fanout_once(impl: Implementation, readers: int, tokens: int, tps: float) -> tuple[list, int]:
+async def _fanout_once(impl: Implementation, readers: int, tokens: int, tps: float) -> tuple[list, int, float]:
+    """Readings, Redis commands and gateway CPU seconds of one job read by `readers` clients."""
     if isinstance(impl, TokenRelay):
         status, job = await load.post_json(HOST, impl.port, "/v1/jobs", {
             "model": "demo", "prompt": "bench", "params": {"max_tokens": tokens, "tokens_per_second": tps}})
         path = f"/v1/jobs/{job['id']}/stream"
-        commands_before = _commands(impl.redis.url)
-    else:
+    else:  # naive relay and direct's in-process broadcast: readers subscribe, then the job starts
         job_id = f"fanout{time.monotonic_ns()}"
         path = f"/stream/{job_id}"
-        commands_before = _commands(impl.redis.url)
+    commands_before, cpu_before = _commands(impl), impl.gateway_cpu()
     connected = [asyncio.Event() for _ in range(readers)]
     tasks = [asyncio.create_task(load.read_sse(HOST, impl.port, path, connected=c)) for c in connected]
     await asyncio.gather(*(c.wait() for c in connected))
-    if isinstance(impl, Naive):
+    if not isinstance(impl, TokenRelay):
         await asyncio.sleep(0.5)  # let every subscription land before the job starts
         await load.request(HOST, impl.port, "POST", f"/jobs/{job_id}?max_tokens={tokens}&tps={tps}", b"")
     readings = await asyncio.gather(*tasks)
-    return readings, _commands(impl.redis.url) - commands_before
+    return readings, _commands(impl) - commands_before, impl.gateway_cpu() - cpu_before
 
 
 async def fanout(impl: Implementation, sizes: Sizes) -> dict:
     """One job, many readers. Redis commands = a * tokens + b * readers: a run with one reader gives a."""
     tps, tokens = 50, sizes.fanout_tokens
-    _, commands_alone = await _fanout_once(impl, 1, tokens, tps)
-    readings, commands = await _fanout_once(impl, sizes.fanout_readers, tokens, tps)
+    _, commands_alone, cpu_alone = await _fanout_once(impl, 1, tokens, tps)
+    readings, commands, cpu = await _fanout_once(impl, sizes.fanout_readers, tokens, tps)
     lags = [lag for r in readings for lag in r.lags_s]
-    return {
+    added = max(sizes.fanout_readers - 1, 1)
+    figures = {
         "lag_p50_ms": percentile(lags, 0.5) * 1000,
         "lag_p99_ms": percentile(lags, 0.99) * 1000,
-        "redis_commands_per_token_1_reader": commands_alone / tokens,
-        "redis_commands_per_token": commands / tokens,
-        "redis_commands_per_added_reader": (commands - commands_alone) / max(sizes.fanout_readers - 1, 1),
+    }
+    if impl.redis is not None:
+        figures.update({
+            "redis_commands_per_token_1_reader": commands_alone / tokens,
+            "redis_commands_per_token": commands / tokens,
+            "redis_commands_per_added_reader": (commands - commands_alone) / added,
+        })
+    return {
+        **figures,
+        # Joining and reading the whole job (its tokens, once each) costs the gateway this much per reader.
+        "gateway_cpu_us_per_added_reader": (cpu - cpu_alone) / added * 1e6,
         "readers_complete": sum(r.tokens == tokens for r in readings),
         "readers": sizes.fanout_readers,
     }
@@ -185,7 +197,7 @@ async def idle_readers(impl: TokenRelay, sizes: Sizes) -> dict:
         _, job = await load.post_json(HOST, impl.port, "/v1/jobs", {"model": "demo", "prompt": "idle"})
         jobs.append(job["id"])
     await asyncio.sleep(0.5)
-    rss_before = rss_bytes(impl.gateway.pid)
+    rss_before = sum(rss_bytes(pid) for pid in impl.gateway_pids())
     connected = [asyncio.Event() for _ in range(sizes.idle_streams)]
     tasks = []
     for index, event in enumerate(connected):
@@ -195,8 +207,8 @@ async def idle_readers(impl: TokenRelay, sizes: Sizes) -> dict:
             await asyncio.gather(*(c.wait() for c in connected[: index + 1]))
     await asyncio.gather(*(c.wait() for c in connected))
     await asyncio.sleep(1.0)
-    rss_after = rss_bytes(impl.gateway.pid)
-    connections = tcp_connections_to(impl.gateway.pid, impl.redis.port)
+    rss_after = sum(rss_bytes(pid) for pid in impl.gateway_pids())
+    connections = sum(tcp_connections_to(pid, impl.redis.port) for pid in impl.gateway_pids())
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -204,9 +216,57 @@ async def idle_readers(impl: TokenRelay, sizes: Sizes) -> dict:
         "streams": sizes.idle_streams,
         "gateway_kb_per_stream": (rss_after - rss_before) / sizes.idle_streams / 1024,
         "gateway_redis_connections": connections,
+        "gateway_processes": impl.gateway_processes,
+        "gateway_redis_connections_per_process": connections / impl.gateway_processes,
     }
 
 
 def median_of(runs: list[dict]) -> dict:
     keys = runs[0].keys()
     return {key: statistics.median(run[key] for run in runs) for key in keys}
+
+
+# -- 8. side by side with LangGraph's dev server ------------------------------------------------------
+
+SIDE_TOKENS = 2000
+
+
+async def _langgraph_run(port: int, tokens: int) -> tuple[int, float, float]:
+    """One threadless run read with LangGraph's SDK: (tokens, first token at, end at)."""
+    from langgraph_sdk import get_client
+
+    client = get_client(url=f"http://{HOST}:{port}")
+    count, first = 0, None
+    async for part in client.runs.stream(None, "bench", input={"messages": [{"role": "user", "content": "bench"}],
+                                                                "max_tokens": tokens},
+                                         stream_mode="messages-tuple"):
+        if part.event == "messages" and part.data and part.data[0].get("content"):
+            count += 1
+            first = first or time.time()
+    return count, first or float("nan"), time.time()
+
+
+async def _side_run(impl: Implementation, tokens: int) -> tuple[int, float, float]:
+    if impl.name == "langgraph":
+        return await _langgraph_run(impl.port, tokens)
+    reading = await submit_and_read(impl, tokens, 0)
+    return reading.tokens, reading.first_token_at, time.time()
+
+
+async def side_by_side(impl: Implementation, sizes: Sizes) -> dict:
+    """tokens/s of 1 and 8 concurrent runs of 2,000 tokens, and time to first token, each read by its
+    own client (LangGraph's SDK with stream_mode="messages-tuple"; raw SSE for tokenrelay)."""
+    figures: dict = {}
+    for runs in (1, 8):
+        started = time.time()
+        results = await asyncio.gather(*(_side_run(impl, SIDE_TOKENS) for _ in range(runs)))
+        figures[f"tokens_per_s_{runs}_runs"] = sum(r[0] for r in results) / (max(r[2] for r in results) - started)
+        figures[f"complete_{runs}_runs"] = sum(r[0] == SIDE_TOKENS for r in results)
+    firsts = []
+    for _ in range(sizes.side_ttft_runs):
+        started = time.time()
+        _, first, _ = await _side_run(impl, 1)
+        firsts.append(first - started)
+    figures["ttft_p50_ms"] = percentile(firsts, 0.5) * 1000
+    figures["ttft_p99_ms"] = percentile(firsts, 0.99) * 1000
+    return figures

@@ -1,7 +1,7 @@
-"""Scenario 9: per-unit costs measured on this machine, and from them a sizing table for 1k, 10k and 100k
+"""Scenario 10: per-unit costs measured on this machine, and from them a sizing table for 1k, 10k and 100k
 concurrent streams at 30 tokens/s with 2 readers each (README "Scaling").
 
-Costs per token and per live job come from scenario 8 (`relay_cost`); this adds what a reader costs
+Costs per token and per live job come from scenario 9 (`relay_cost`); this adds what a reader costs
 (gateway CPU per token per extra reader, Redis commands per joining reader) and Redis memory per stream
 and per retained token.
 """

@@ -14,7 +14,7 @@ Deliberate choices (read before changing):
   Behind the last entry Redis acknowledged to this attempt means a failover lost writes the old
   primary had acknowledged: the job fails with `store_lost` (`error` + `end`), so no reader is
   left with a hole it cannot see. A read-only command, not a script: a script per write costs
-  Redis about 1.5x the CPU per token (measured with `python -m bench --only 8`).
+  Redis about 1.5x the CPU per token (measured with `python -m bench --only 9`).
 """
 
 from __future__ import annotations

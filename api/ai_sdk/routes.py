@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenrelay.core import protocol
@@ -25,9 +24,9 @@ from tokenrelay.errors import InvalidRequest, JobNotFound
 from ..auth import principal_of
 from ..errors import ERROR_RESPONSES
 from ..openai_compat import JOB_ID_HEADER, job_events
-from ..quotas import limit_duration
 from ..routes import _check_readable, start_job
-from ..sse_response import SSE_HEADERS
+from ..event_stream import EventStreamResponse
+from ..sse_response import SSE_HEADERS, event_stream
 from ..schemas import GenerationParams, JobRequest
 from .chunks import DONE_FRAME, UIMessageChunks, frame
 
@@ -86,11 +85,8 @@ async def _chunks(request: Request, job_id: str) -> AsyncIterator[bytes]:
             yield frames
 
 
-def _stream(request: Request, job_id: str) -> StreamingResponse:
-    state = request.app.state
-    frames = limit_duration(_chunks(request, job_id), state.settings.max_stream_s)
-    return StreamingResponse(state.reader_slots.hold(job_id, frames), media_type="text/event-stream",
-                             headers={**STREAM_HEADERS, JOB_ID_HEADER: job_id})
+def _stream(request: Request, job_id: str) -> EventStreamResponse:
+    return event_stream(request, job_id, _chunks(request, job_id), {**STREAM_HEADERS, JOB_ID_HEADER: job_id})
 
 
 def _chat_key(request: Request, chat_id: str) -> str:
@@ -103,7 +99,7 @@ STREAM_DOC = {"content": {"text/event-stream": {}}, "description": "The UI messa
 
 @router.post("/ai-sdk/chat", responses={200: STREAM_DOC, **{c: ERROR_RESPONSES[c] for c in (400, 401, 413, 429, 503)}},
              summary="Run the chat's next assistant message as a job and stream it (AI SDK UI message stream)")
-async def chat(body: ChatRequest, request: Request) -> StreamingResponse:
+async def chat(body: ChatRequest, request: Request) -> EventStreamResponse:
     state = request.app.state
     key = _chat_key(request, body.id)
     record, _ = await start_job(body.to_job(state.settings.models), request, "max_tokens")

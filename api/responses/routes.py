@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from tokenrelay.core import protocol
 from tokenrelay.core.status import CancelOutcome, JobStatus
@@ -28,11 +29,11 @@ from tokenrelay.errors import InvalidRequest, JobNotFound, TokenRelayError
 
 from ..errors import ERROR_RESPONSES
 from ..openai_compat import JOB_ID_HEADER, job_events
-from ..quotas import limit_duration
 from ..routes import REPLAYED_HEADER, _record, start_job
-from ..sse_response import SSE_HEADERS
+from ..event_stream import EventStreamResponse
+from ..sse_response import SSE_HEADERS, event_stream
 from ..schemas import GenerationParams, JobRequest
-from .events import ResponseEvents, final_status, response_object, sse
+from .events import ResponseEvents, final_status, record_output, response_object, sse
 from .schemas import ResponseRequest, item_messages
 
 router = APIRouter(tags=["OpenAI Responses"])
@@ -79,11 +80,12 @@ async def _load(request: Request, response_id: str) -> tuple[JobRecord, dict[str
 def _view(record: JobRecord, doc: dict[str, Any]) -> dict[str, Any]:
     status = final_status(record.status, record.finish_reason, doc.get("max_output_tokens") is not None)
     text = record.output_text if record.finished and (record.output_text or status == "completed") else None
+    calls = record.output_tool_calls if record.finished else None
     error = None
     if status == "failed":
         error = {"code": (record.error or {}).get("type", "error"),
                  "message": (record.error or {}).get("message", "the job failed")}
-    return response_object(record.id, record.model, doc, status, text=text,
+    return response_object(record.id, record.model, doc, status, output=record_output(record.id, text, calls, status),
                            usage=record.usage if record.finished else None, error=error)
 
 
@@ -92,8 +94,9 @@ def _json(body: dict[str, Any], job_id: str, status_code: int = 200, headers: di
     return JSONResponse(body, status_code=status_code, headers={JOB_ID_HEADER: job_id, **(headers or {})})
 
 
-async def _conversation(request: Request, body: ResponseRequest) -> list[dict[str, str]]:
-    """The earlier response's input and output (not its instructions), as OpenAI chains them."""
+async def _conversation(request: Request, body: ResponseRequest) -> list[dict[str, Any]]:
+    """The earlier response's input and output (not its instructions), as OpenAI chains them: its tool
+    calls are the assistant message's `tool_calls`."""
     if body.previous_response_id is None:
         return []
     try:
@@ -105,8 +108,12 @@ async def _conversation(request: Request, body: ResponseRequest) -> list[dict[st
         raise InvalidRequest(f"previous response {body.previous_response_id} is still {record.status}",
                              param="previous_response_id")
     history = record.request.get("messages", [])[1 if doc.get("instructions") else 0:]
-    if record.output_text:
-        history = [*history, {"role": "assistant", "content": record.output_text}]
+    calls = [{key: call[key] for key in ("id", "name", "args")} for call in record.output_tool_calls or ()]
+    if record.output_text or calls:
+        answer: dict[str, Any] = {"role": "assistant", "content": record.output_text or ""}
+        if calls:
+            answer["tool_calls"] = calls
+        history = [*history, answer]
     return history
 
 
@@ -148,11 +155,9 @@ async def _translated(request: Request, record: JobRecord, doc: dict[str, Any],
 
 
 def _stream(request: Request, record: JobRecord, doc: dict[str, Any], starting_after: int = -1,
-            headers: dict[str, str] | None = None) -> StreamingResponse:
-    state = request.app.state
-    frames = limit_duration(_translated(request, record, doc, starting_after), state.settings.max_stream_s)
-    return StreamingResponse(state.reader_slots.hold(record.id, frames), media_type="text/event-stream",
-                             headers={**SSE_HEADERS, JOB_ID_HEADER: record.id, **(headers or {})})
+            headers: dict[str, str] | None = None) -> EventStreamResponse:
+    return event_stream(request, record.id, _translated(request, record, doc, starting_after),
+                        {**SSE_HEADERS, JOB_ID_HEADER: record.id, **(headers or {})})
 
 
 async def _blocking(request: Request, record: JobRecord, doc: dict[str, Any], headers: dict[str, str]) -> JSONResponse:
@@ -167,6 +172,16 @@ async def _blocking(request: Request, record: JobRecord, doc: dict[str, Any], he
     if not doc.get("store", True):
         await delete_job(state.redis, state.keys, record.id)
     return _json(_view(record, doc), record.id, headers=headers)
+
+
+def _refusal(exc: ValidationError) -> tuple[str, str]:
+    """The job format's refusal of a tool or a call, in the Responses API's names: `tools[<i>]` or `input`."""
+    error = exc.errors()[0]
+    loc = [str(part) for part in error.get("loc", ())]
+    param = f"tools[{loc[1]}]" if loc[:1] == ["tools"] and len(loc) > 1 else "input"
+    where = "".join(f"[{part}]" if part.isdigit() else f".{part}" for part in loc).lstrip(".")
+    where = where.replace("].function.", "].", 1)  # the job nests a tool under `function`; Responses does not
+    return f"{where}: {error.get('msg', 'invalid')}".removeprefix(": "), param
 
 
 SSE_DOC = {"content": {"text/event-stream": {}}, "description": "The response object, or with `stream: true` "
@@ -192,19 +207,29 @@ async def create_response(
         messages.insert(0, {"role": "system", "content": body.instructions})
     if not any(m["role"] != "system" for m in messages):
         raise InvalidRequest("`input` must hold some text", param="input")
+    tool_fields = body.job_tool_fields()
     doc = {"created_at": int(time.time()), "instructions": body.instructions, "input": items,
            "previous_response_id": body.previous_response_id, "max_output_tokens": body.max_output_tokens,
            "temperature": body.temperature, "metadata": body.metadata or {}, "store": body.store,
            "background": body.background}
+    if "tools" in tool_fields:
+        doc.update(tools=body.tools, tool_choice=body.tool_choice or "auto",
+                   parallel_tool_calls=tool_fields.get("parallel_tool_calls", True))
     params = GenerationParams(max_tokens=body.max_output_tokens, temperature=body.temperature,
                               tokens_per_second=body.tokens_per_second)
-    job = JobRequest(model=body.model, messages=messages, params=params,
-                     metadata={**(body.metadata or {}), "api": "responses"})
+    try:
+        job = JobRequest(model=body.model, messages=messages, params=params, **tool_fields,
+                         metadata={**(body.metadata or {}), "api": "responses"})
+    except ValidationError as exc:  # a tool or a call the job format refuses (a bad name, say)
+        message, param = _refusal(exc)
+        raise InvalidRequest(message, param=param) from None
     try:
         record, repeated = await start_job(job, request, "max_output_tokens", idempotency_key, extra={"responses": doc})
     except InvalidRequest as exc:  # name the Responses field, not the job's
         if exc.param == "messages":
             exc.param = "input"
+        elif exc.param and exc.param.startswith("tools."):
+            exc.param = "tools[{}]".format(exc.param.split(".")[1])
         raise
     doc = record.request.get("responses", doc)  # a repeat answers with the first request's response
     headers = {REPLAYED_HEADER: "true"} if repeated else {}

@@ -50,7 +50,10 @@ async def burst(url: str) -> list[dict]:
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("max_pending", [2_000, 300], ids=["admitted", "past-max-pending"])
 def test_a_burst_of_2000_submits(redis_server, fault_settings, max_pending):
-    settings = {**fault_settings, "keepalive_s": 5, "max_pending_submits": max_pending}
+    # The submit deadline is raised from its 5 s default: on a 2-core machine that other work also
+    # loads, 2,000 submits with their Redis writes can take longer than that, and what this test
+    # checks is that a burst is queued and admitted, not how fast this machine is.
+    settings = {**fault_settings, "keepalive_s": 5, "max_pending_submits": max_pending, "submit_timeout_s": 20}
     with Stack(redis_server.url, settings, workers=1, concurrency=200) as stack:
         started = time.monotonic()
         outcomes = asyncio.run(burst(stack.url))

@@ -165,7 +165,7 @@ def test_input_items_list_in_both_orders(sdk):
 
 
 @pytest.mark.parametrize(("extra", "named"), [
-    ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
+    ({"tools": [{"type": "web_search_preview"}]}, "tools[0]"),
     ({"reasoning": {"effort": "low"}}, "reasoning"),
     ({"text": {"format": {"type": "json_object"}}}, "text"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x/y.png"}]}]},

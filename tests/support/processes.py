@@ -51,7 +51,8 @@ def start_worker(env: dict[str, str], concurrency: int = 50, name: str = "worker
 
 def start_gateway(env: dict[str, str], port: int | None = None) -> tuple[Process, str]:
     port = port or free_port()
-    args = [sys.executable, "-m", "api.server", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    args = [sys.executable, "-m", "api.server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "warning"]
     process = Process("gateway", args, env)
     url = f"http://127.0.0.1:{port}"
     try:

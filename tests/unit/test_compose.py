@@ -205,11 +205,16 @@ def test_gateway_and_worker_agree_on_shared_settings(services):
 
 
 def _check_gateway_command(words: list[str]) -> None:
-    # api.server, not bare uvicorn: it serves the app with the header and connection limits.
+    """`python -m api.server` (the header and connection limits, one process per core unless --workers):
+    the module exists and parses the command's flags."""
     assert words[:3] == ["python", "-m", "api.server"]
     assert words[words.index("--host") + 1] == "0.0.0.0"
     assert words[words.index("--port") + 1] == "8000"
     assert callable(importlib.import_module("api.server").main)
+    parser_help = subprocess.run([sys.executable, "-m", words[2], "--help"], capture_output=True, text=True,
+                                 cwd=ROOT, check=True).stdout
+    for flag in (word for word in words[3:] if word.startswith("--")):
+        assert flag in parser_help, flag
 
 
 def test_gateway_command_imports(services):

@@ -21,7 +21,7 @@ def banner(stack, model_warning: str | None = None) -> str:
         f"  docs     {stack.url}/docs",
         f"  metrics  {stack.url}/metrics",
         f"  redis    {redis_line}",
-        f"  workers  {stack.worker_count}",
+        f"  workers  {stack.worker_count} (gateway processes: {stack.api_workers})",
         f"  logs     {stack.log_dir}",
         *([f"  warning  {model_warning}"] if model_warning else []),
         "",

@@ -195,16 +195,14 @@ def _cmd_key(args: argparse.Namespace) -> int:
 
 @_needs_server("api")
 def _cmd_api(args: argparse.Namespace) -> int:
-    from api.server import serve
-
-    from ..core.settings import load_settings
+    from api.server import main as serve_gateway
 
     if _exposure_refused(args.host):
         return 1
     # Open streams would hold a graceful shutdown forever: cut them after a few seconds, and let
     # clients resume on another gateway with Last-Event-ID.
-    serve(load_settings(), args.host, args.port, timeout_graceful_shutdown=GATEWAY_SHUTDOWN_GRACE_S)
-    return 0
+    return serve_gateway(["--host", args.host, "--port", str(args.port), "--workers", str(args.workers or 0),
+                          "--timeout-graceful-shutdown", str(GATEWAY_SHUTDOWN_GRACE_S)])
 
 
 @_needs_server("worker")
@@ -230,6 +228,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     if _exposure_refused(args.host):
         return 1
     return run_dev(host=args.host, port=args.port, workers=args.workers,
+                   api_workers=args.api_workers or len(os.sched_getaffinity(0)),
                    redis_url=args.redis_url or os.environ.get("TOKENRELAY_REDIS_URL") or None, demo=not args.no_demo)
 
 

@@ -71,8 +71,9 @@ class DevStack:
     """`start()` brings everything up and waits until the gateway sees the workers; `stop()` tears it down."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-                 redis_url: str | None = None) -> None:
+                 redis_url: str | None = None, api_workers: int = 1) -> None:
         self.host, self.port, self.worker_count = host, port, workers
+        self.api_workers = api_workers
         self.external_redis_url = redis_url
         self.url = _client_url(host, port)
         self.server: EmbeddedServer | None = None
@@ -108,7 +109,7 @@ class DevStack:
                     "-n", f"dev{number}@%h", "--without-mingle", "--without-gossip"]
             log_path = self.log_dir / f"worker-{number}.log"
             self.workers.append(Child(f"worker {number}", args, env=env, log_path=log_path, cwd=PACKAGE_ROOT))
-        args = [sys.executable, "-m", "api.server", "--host", self.host,
+        args = [sys.executable, "-m", "api.server", "--workers", str(self.api_workers), "--host", self.host,
                 "--port", str(self.port), "--timeout-graceful-shutdown", "2"]
         self.gateway = Child("gateway", args, env=env, log_path=self.log_dir / "gateway.log", cwd=PACKAGE_ROOT)
         self._wait_until_ready(stop_requested)
@@ -199,10 +200,10 @@ def _note(text: str, stream=None) -> None:
         pass
 
 
-def run_dev(*, host: str, port: int, workers: int, redis_url: str | None, demo: bool) -> int:
+def run_dev(*, host: str, port: int, workers: int, redis_url: str | None, demo: bool, api_workers: int = 1) -> int:
     """Start everything, run the demo, serve until SIGINT/SIGTERM/SIGHUP; 0 on a requested stop."""
     stop_requested = threading.Event()
-    stack = DevStack(host=host, port=port, workers=workers, redis_url=redis_url)
+    stack = DevStack(host=host, port=port, workers=workers, redis_url=redis_url, api_workers=api_workers)
 
     def on_signal(signum: int, frame: object) -> None:
         if stop_requested.is_set():

@@ -44,13 +44,17 @@ def build_parser(handlers: dict[str, Callable[[argparse.Namespace], int]]) -> ar
                               "serve until Ctrl-C.")
     _add_listen_options(dev)
     dev.add_argument("--workers", type=positive_int, default=1, help="worker processes")
+    dev.add_argument("--api-workers", type=positive_int, default=None,
+                     help="gateway processes on the port (default: the number of cores)")
     dev.add_argument("--redis-url", help="use this Redis instead of an embedded server "
                      "(default: $TOKENRELAY_REDIS_URL, else an embedded Valkey)")
     dev.add_argument("--no-demo", action="store_true", help="do not submit the demo job")
     dev.set_defaults(handler=handlers["dev"])
 
-    api = commands.add_parser("api", help="run the HTTP gateway in this process (server extra)")
+    api = commands.add_parser("api", help="run the HTTP gateway, N processes on one port (server extra)")
     _add_listen_options(api)
+    api.add_argument("--workers", type=positive_int, default=None,
+                     help="gateway processes on the port, each with its own relay (default: the number of cores)")
     api.set_defaults(handler=handlers["api"])
 
     worker = commands.add_parser("worker", help="run a Celery worker in this process (server extra)")

@@ -156,3 +156,6 @@ class TaskSender:
         self._executor.shutdown()
         self._depth_executor.submit(self._drop_depth_connection).result()
         self._depth_executor.shutdown()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)

@@ -1,0 +1,67 @@
+"""Idle streams (a queued job: no events for a long time): one task each, released at once when the
+client leaves, and kept open by the process's one keepalive timer."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from tokenrelay.core.settings import Settings
+
+from ..support.processes import wait_until
+from .helpers import submit
+from .test_disconnect import InThreadGateway
+
+STREAMS = 30
+
+
+def _open_idle_stream(port: int, job_id: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(f"GET /v1/jobs/{job_id}/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    sock.settimeout(10)
+    received = b""
+    while b"retry: 1000" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, "the stream closed early"
+        received += chunk
+    return sock
+
+
+def test_idle_streams_cost_one_task_each_and_are_released_when_the_client_leaves(redis_server, fault_settings):
+    # No worker: the job stays queued and its streams stay silent. Keepalives far away (60 s), so only
+    # the disconnect itself can release the readers.
+    settings = Settings(redis_url=redis_server.url, **{**fault_settings, "keepalive_s": 60})
+    with InThreadGateway(settings) as gateway:
+        job_id = submit(gateway.url, {"model": "demo", "prompt": "nobody runs me"})
+        idle_tasks = gateway.tasks()
+        sockets = [_open_idle_stream(gateway.port, job_id) for _ in range(STREAMS)]
+        wait_until(lambda: gateway.readers() == (STREAMS, 1, STREAMS), message="readers joined")
+        # One task per stream (the request's own): no disconnect listener, no timer task.
+        assert gateway.tasks() == idle_tasks + STREAMS
+        closed_at = time.monotonic()
+        for sock in sockets:
+            sock.close()
+        wait_until(lambda: gateway.readers() == (0, 0, 0), timeout_s=5, message="idle readers released")
+        assert time.monotonic() - closed_at < 5
+        wait_until(lambda: gateway.tasks() <= idle_tasks, timeout_s=5, message="tasks back to idle")
+
+
+def test_a_silent_stream_gets_keepalives_from_the_shared_timer(redis_server, fault_settings):
+    settings = Settings(redis_url=redis_server.url, **{**fault_settings, "keepalive_s": 0.5})
+    with InThreadGateway(settings) as gateway:
+        job_id = submit(gateway.url, {"model": "demo", "prompt": "nobody runs me"})
+        sock = _open_idle_stream(gateway.port, job_id)
+        try:
+            arrivals, received, started = [], b"", time.monotonic()
+            while len(arrivals) < 3:
+                chunk = sock.recv(65536)
+                assert chunk, "the stream closed"
+                received += chunk
+                while b": keepalive\n\n" in received:
+                    received = received.replace(b": keepalive\n\n", b"", 1)
+                    arrivals.append(time.monotonic() - started)
+            # Each after one to two periods of silence (generous bounds for a loaded machine).
+            gaps = [b - a for a, b in zip([0.0, *arrivals], arrivals)]
+            assert all(0.3 <= gap <= 3.0 for gap in gaps), gaps
+        finally:
+            sock.close()
