@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
+from tokenrelay.core.task_message import is_redis_broker
 from tokenrelay.core.tasks import QUEUE_DEPTH_MAX_AGE_S
 from tokenrelay.core.status import TERMINAL_STATUSES
 from tokenrelay.errors import LimitExceeded
@@ -95,6 +96,9 @@ async def queue_depth(state, max_age_s: float = QUEUE_DEPTH_MAX_AGE_S) -> int:
 async def check_queue_depth(state) -> None:
     """Refuse a submit while `max_queued_jobs` messages wait in the broker's queue (any broker)."""
     limit = state.settings.max_queued_jobs
+    broker = state.settings.broker_url
+    if broker is not None and is_redis_broker(broker):
+        return  # a Redis broker apart from the job store: not checked on submit (its depth is still a metric)
     if await queue_depth(state) >= limit:
         raise LimitExceeded(f"the job queue is full ({limit} jobs waiting, max_queued_jobs); retry shortly",
                             limit="max_queued_jobs", retry_after_s=QUEUE_RETRY_AFTER_S)

@@ -75,6 +75,10 @@ class RedisTaskSender:
         """Task messages waiting in the queue (the list's length)."""
         return await self.redis.llen(self.queue)
 
+    async def queue_depth(self, max_age_s: float = 0.0) -> int:
+        """Task messages waiting in the queue (the list's length)."""
+        return await self.redis.llen(self.queue)
+
     async def aclose(self) -> None:
         if self._owns_client:
             await self.redis.aclose()
