@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test install browser js bench
+.PHONY: dev test install browser js rabbitmq bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ dev: $(BIN)/python
 browser:
 	bash scripts/ensure-chromium.sh
 
+rabbitmq:
+	bash scripts/ensure-rabbitmq.sh
+
 # The AI SDK tests drive the real `ai` npm package, pinned by tests/js/package-lock.json.
 JS_STAMP := tests/js/node_modules/.installed
 
@@ -31,7 +34,7 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 
 js: $(JS_STAMP)
 
-test: install browser js
+test: install browser js rabbitmq
 	$(BIN)/python -m pytest $(ARGS)
 
 # LangGraph's dev server (the benchmark's fourth column) gets a virtualenv of its own: langgraph-api

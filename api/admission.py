@@ -78,7 +78,7 @@ async def _undo(state, sub: Submission) -> None:
 async def write_record(state, sub: Submission) -> JobRecord:
     """Quotas, then the record. Raises before anything runs; the caller undoes on a timeout."""
     try:
-        await check_queue_depth(state.redis, state.settings)
+        await check_queue_depth(state)
         await admit_active_job(state.redis, state.keys, state.settings, sub.principal, sub.job_id)
     except TokenRelayError:
         if sub.idempotency_key is not None:

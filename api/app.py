@@ -9,9 +9,10 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from tokenrelay import __version__
+from tokenrelay.core.connections import async_client
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
@@ -41,47 +42,30 @@ POOL_WAIT_S = 10.0
 COMMAND_TIMEOUT_S = 3.0
 
 
-def _redis_pool(settings: Settings) -> Redis:
-    pool = GatewayPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_pool_size,
-        timeout=POOL_WAIT_S,
-        socket_timeout=COMMAND_TIMEOUT_S,
-        socket_connect_timeout=3,
-        socket_keepalive=True,
-        health_check_interval=30,
-        client_name=f"tokenrelay-gateway:{os.getpid()}",
-    )
-    return Redis(connection_pool=pool)
+def _redis_pool(settings: Settings) -> Redis | RedisCluster:
+    return async_client(settings.redis_target, max_connections=settings.redis_pool_size, pool_wait_s=POOL_WAIT_S,
+                        socket_timeout=COMMAND_TIMEOUT_S, client_name=f"tokenrelay-gateway:{os.getpid()}",
+                        pool_class=GatewayPool)
 
 
-def _reader_connection(settings: Settings) -> Redis:
-    # Blocks up to reader_block_ms per read: its socket timeout must stay well above that.
-    return Redis.from_url(
-        settings.redis_url,
-        max_connections=1,
-        socket_timeout=settings.reader_block_ms / 1000 + 10,
-        socket_connect_timeout=3,
-        socket_keepalive=True,
-        client_name=f"tokenrelay-gateway-reader:{os.getpid()}",
-    )
-
-
-def _task_sender(settings: Settings, redis: Redis, celery_app) -> RedisTaskSender | TaskSender:
-    """One LPUSH per task on a Redis broker (through the gateway's pool when the broker is the job
-    store), kombu's producer for any other broker."""
-    if not is_redis_broker(settings.celery_broker_url):
-        return TaskSender(celery_app)
-    if settings.celery_broker_url == settings.redis_url:
+def _task_sender(settings: Settings, redis: Redis | RedisCluster, celery_app) -> RedisTaskSender | TaskSender:
+    """One LPUSH per task on a Redis broker (through the gateway's client when the broker is the job
+    store, one server or Sentinel), kombu's producer for any other broker (RabbitMQ)."""
+    if settings.broker_url is None:
         return RedisTaskSender(redis, settings.queue_name)
-    broker = Redis.from_url(settings.celery_broker_url, socket_timeout=COMMAND_TIMEOUT_S, socket_connect_timeout=3,
+    if not is_redis_broker(settings.broker_url):
+        return TaskSender(celery_app)
+    broker = Redis.from_url(settings.broker_url, socket_timeout=COMMAND_TIMEOUT_S, socket_connect_timeout=3,
                             socket_keepalive=True, max_connections=settings.redis_pool_size,
                             client_name=f"tokenrelay-gateway-broker:{os.getpid()}")
     return RedisTaskSender(broker, settings.queue_name, owns_client=True)
 
 
-async def _warm(redis: Redis, size: int) -> None:
+async def _warm(redis: Redis | RedisCluster, size: int) -> None:
     """Open the pool's connections up front: a fixed count, whatever the number of readers."""
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+        return
     pool = redis.connection_pool
     connections = [await pool.get_connection() for _ in range(size)]
     for connection in connections:
@@ -96,11 +80,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         keys = Keys(settings.key_prefix)
         redis = _redis_pool(settings)
-        reader_redis = _reader_connection(settings)
         celery_app = create_celery_app(settings)
-        relay = Relay(redis, reader_redis, keys, block_ms=settings.reader_block_ms,
-                      history_batch=settings.history_batch, client_buffer_events=settings.client_buffer_events,
-                      keepalive_s=settings.keepalive_s, hooks=app.state.metrics.relay_hooks())
+        relay = Relay(redis, settings.redis_target, keys, history_batch=settings.history_batch,
+                      client_buffer_events=settings.client_buffer_events, keepalive_s=settings.keepalive_s,
+                      hooks=app.state.metrics.relay_hooks())
         state = app.state
         state.settings, state.keys, state.redis, state.relay = settings, keys, redis, relay
         state.scripts = JobScripts(redis, keys)
@@ -124,7 +107,6 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await sweeper.stop()
             await relay.stop()
-            await reader_redis.aclose()
             await redis.aclose()
             await state.tasks.aclose()
             await asyncio.to_thread(celery_app.close)

@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .quotas import queue_depth
 from .auth import principal_of
 from .errors import error_response
 from .relay import RelayHooks
@@ -37,7 +38,7 @@ class GatewayMetrics:
                                       registry=registry)
         self.jobs = Gauge("tokenrelay_jobs", "Jobs by status: queued (task messages waiting in the broker) and "
                           "running (jobs holding a lease), cluster-wide.", ["status"], registry=registry)
-        self.queue_depth = Gauge("tokenrelay_queue_depth", "Task messages waiting in the Redis broker queue.",
+        self.queue_depth = Gauge("tokenrelay_queue_depth", "Task messages waiting in the broker's job queue.",
                                  registry=registry)
         self.workers = Gauge("tokenrelay_workers_alive", "Worker processes that renewed their heartbeat recently.",
                              registry=registry)
@@ -51,8 +52,8 @@ class GatewayMetrics:
                                                "fell client_buffer_events behind.", registry=registry)
         self.redis_errors = Counter("tokenrelay_redis_errors", "Redis commands that failed, by where.", ["where"],
                                     registry=registry)
-        self.relay_reads = Counter("tokenrelay_relay_reads", "Shared XREAD calls of this gateway's relay (one "
-                                   "per batch of entries, whatever the number of readers).", registry=registry)
+        self.relay_reads = Counter("tokenrelay_relay_reads", "Read rounds of this gateway's relay (one pipeline "
+                                   "of XRANGEs over the notified jobs, whatever the number of readers).", registry=registry)
         self.relay_entries_read = Counter("tokenrelay_relay_entries_read", "Stream entries the relay's shared "
                                           "XREAD returned.", registry=registry)
 
@@ -106,17 +107,22 @@ async def _refresh(request: Request, metrics: GatewayMetrics) -> None:
         seconds, _ = await state.redis.time()
         alive_since_ms = (seconds - 3 * state.settings.lease_ttl_s) * 1000
         async with state.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(state.keys.running)
             pipe.zcount(state.keys.workers, alive_since_ms, "+inf")
-            pipe.llen(state.settings.queue_name)
-            running, workers, queued = await pipe.execute()
+            for bucket in state.keys.running_buckets:
+                pipe.zcard(bucket)
+            workers, *running_by_bucket = await pipe.execute()
     except RedisError as exc:
         metrics.redis_errors.labels("metrics").inc()
         log.warning("metrics: redis unavailable: %s", type(exc).__name__)
         return
     metrics.workers.set(workers)
-    metrics.jobs.labels("running").set(running)
-    if state.settings.broker_url is None:  # the queue lives in this Redis (a Celery list of task messages)
+    metrics.jobs.labels("running").set(sum(running_by_bucket))
+    try:
+        queued = await queue_depth(state, max_age_s=0)
+    except Exception as exc:  # noqa: BLE001 - the broker is down: the other figures still go out
+        log.warning("metrics: broker unavailable: %s", type(exc).__name__)
+        queued = None
+    if queued is not None:  # task messages waiting in the broker's queue (Redis list or AMQP queue)
         metrics.queue_depth.set(queued)
         metrics.jobs.labels("queued").set(queued)
 

@@ -25,6 +25,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
+from tokenrelay.core.task_message import is_redis_broker
+from tokenrelay.core.tasks import QUEUE_DEPTH_MAX_AGE_S
 from tokenrelay.core.status import TERMINAL_STATUSES
 from tokenrelay.errors import LimitExceeded
 
@@ -82,13 +84,24 @@ class RateLimit:
                              limit="rate_limit_per_minute", retry_after_s=retry_after)
 
 
-async def check_queue_depth(redis: Redis, settings: Settings) -> None:
-    if settings.broker_url is not None:
-        return
-    depth = await redis.llen(settings.queue_name)
-    if depth >= settings.max_queued_jobs:
-        raise LimitExceeded(f"the job queue is full ({settings.max_queued_jobs} jobs waiting, max_queued_jobs); "
-                            "retry shortly", limit="max_queued_jobs", retry_after_s=QUEUE_RETRY_AFTER_S)
+async def queue_depth(state, max_age_s: float = QUEUE_DEPTH_MAX_AGE_S) -> int:
+    """Task messages waiting in the job queue. On the Redis that also holds the streams: the list's
+    length, with the gateway's own client and its short timeouts; on any other broker (RabbitMQ, a
+    Redis or Sentinel broker URL): a passive queue declare through the task sender."""
+    if state.settings.broker_url is None:
+        return await state.redis.llen(state.settings.queue_name)
+    return await state.tasks.queue_depth(max_age_s)
+
+
+async def check_queue_depth(state) -> None:
+    """Refuse a submit while `max_queued_jobs` messages wait in the broker's queue (any broker)."""
+    limit = state.settings.max_queued_jobs
+    broker = state.settings.broker_url
+    if broker is not None and is_redis_broker(broker):
+        return  # a Redis broker apart from the job store: not checked on submit (its depth is still a metric)
+    if await queue_depth(state) >= limit:
+        raise LimitExceeded(f"the job queue is full ({limit} jobs waiting, max_queued_jobs); retry shortly",
+                            limit="max_queued_jobs", retry_after_s=QUEUE_RETRY_AFTER_S)
 
 
 async def admit_active_job(redis: Redis, keys: Keys, settings: Settings, principal: Principal, job_id: str) -> None:

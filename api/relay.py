@@ -1,9 +1,17 @@
-"""The gateway's relay: one shared Redis reader per process fans each job's events out to its readers.
+"""The gateway's relay: each job's stream is read once per process and fanned out to its readers.
 
 Deliberate choices (read before changing):
-- One blocking XREAD loop per process reads every followed job's stream from a known id, on one
-  dedicated connection; history reads use a small fixed pool. Redis connections and commands per
-  token do not grow with the number of readers.
+- Workers `SPUBLISH` a notification on the job's channel (in the job's slot) after each write; the
+  gateway `SSUBSCRIBE`s to the channels of the jobs it follows (tokenrelay/core/shardsub.py) and, for
+  each notified job, reads what is new with one `XRANGE` from the position it last relayed. The
+  stream stays the only history. Redis work per token is one notification and one range read per
+  gateway: it grows neither with readers nor with the number of live jobs a gateway follows (one
+  shared XREAD that named every followed stream did, and cannot span the slots of a cluster).
+- One pump task reads every notified job, all of them in one pipeline per round: a job is never read
+  twice at once, so events reach readers in order. Notifications that arrive while a round is in
+  flight coalesce into the next round.
+- Subscribe, then read: a subscription's confirmation makes the pump read the job from its position,
+  so whatever landed before the subscription took effect is read, and nothing starts at `$`.
 - A reader replays history first, then joins the job's hub at the hub's current position and
   reads the gap up to it; live events it already has are dropped by id. Nothing starts at `$`.
 - Each entry becomes SSE bytes once, in the hub (api/hubs.py), and the same bytes go to every
@@ -13,16 +21,15 @@ Deliberate choices (read before changing):
 - Each reader has a bounded queue. A reader that falls `client_buffer_events` behind is cut off
   (its response ends without `end`) and resumes with Last-Event-ID: its memory stays bounded and
   no event is dropped silently.
-- A per-process wake stream is part of every XREAD, so a hub that starts following a job wakes the
-  blocked reader at once, with no race between the wake-up and the read.
 - Keepalives come from one timer per process (`_keepalive_forever`), which wakes the readers that
   were quiet for a whole period: an idle stream holds no timer object of its own.
 - Readers asking for the same history range at the same time share one XRANGE (`_xrange`), and a
   reader of a job this process already relays is admitted from the hub (`owner_of`): a burst of
   joins on one job costs Redis about one read, not a few commands per reader.
-- After Redis was unreachable, the loop checks that each followed job still has its record. A
-  Redis restarted without persistence has none: the job can never write its `end`, so its readers
-  get a final `error` (job_lost) and `end` from the gateway instead of waiting forever.
+- After Redis failed (a read, or a subscription's connection), the pump checks that each followed job
+  still has its record, until Redis answers. A Redis restarted without persistence has none: the job
+  can never write its `end`, so its readers get a final `error` (job_lost) and `end` from the gateway
+  instead of waiting forever.
 - Metrics attach through `RelayHooks`, called inline at fixed points; the relay knows no metric.
 
 Two ways to read a job, with the same ordering, resume and slow-reader rules:
@@ -44,16 +51,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
+import os
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tokenrelay.core import protocol
+from tokenrelay.core.connections import RedisTarget, subscriber_connector
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.protocol import EventId
+from tokenrelay.core.shardsub import ShardSubscriber
 from tokenrelay.events import Event
 
 from .filters import EntryView, StreamFilter
@@ -62,7 +71,7 @@ from .hubs import END_EVENT, TOKEN_EVENT, Entry, Hub, Reader, job_id_of
 log = logging.getLogger("tokenrelay.gateway.relay")
 
 HISTORY_RETRY_DELAYS_S = (0.1, 0.5, 1.0)
-WAKE_STREAM_TTL_S = 3600
+RETRY_DELAY_S = 0.5
 
 
 class RelayHooks:
@@ -72,10 +81,10 @@ class RelayHooks:
     """
 
     def on_read(self, entries: int) -> None:
-        """The shared XREAD returned, with `entries` entries of followed jobs (0 after a timeout or wake-up)."""
+        """A round of reads (one pipeline of XRANGEs) returned, with `entries` entries of followed jobs."""
 
     def on_read_failed(self, error: Exception) -> None:
-        """The shared XREAD failed; the relay retries by itself."""
+        """A round of reads failed; the relay retries by itself."""
 
     def on_sent(self, events: int, tokens: int) -> None:
         """One reader was handed `events` events, `tokens` of them `token` events."""
@@ -85,21 +94,22 @@ class RelayHooks:
 
 
 class Relay:
-    def __init__(self, redis: Redis, reader_redis: Redis, keys: Keys, *, block_ms: int, history_batch: int,
+    def __init__(self, redis: Redis | RedisCluster, target: RedisTarget, keys: Keys, *, history_batch: int,
                  client_buffer_events: int, keepalive_s: float, hooks: RelayHooks | None = None) -> None:
         self.redis = redis
-        self.reader_redis = reader_redis
         self.keys = keys
-        self.block_ms = block_ms
         self.history_batch = history_batch
         self.client_buffer_events = client_buffer_events
         self.keepalive_s = keepalive_s
         self.hooks = hooks or RelayHooks()
         self.hubs: dict[bytes, Hub] = {}
-        self.wake_key = f"{keys.prefix}:gateway:{uuid.uuid4().hex}:wake".encode()
-        self._wake_position = b"0-0"
-        self._reading: set[bytes] = set()  # the keys of the XREAD in flight
-        self._wake_sent = False
+        self._channels: dict[bytes, bytes] = {}  # notification channel -> events key
+        connect = subscriber_connector(target, client_name=f"tokenrelay-gateway-sub:{os.getpid()}")
+        self.subscriber = ShardSubscriber(redis, connect, on_message=self._notified, on_ready=self._notified,
+                                          on_lost=self._lost)
+        self._dirty: dict[bytes, None] = {}  # events keys to read, in arrival order
+        self._pending = asyncio.Event()
+        self._check_records = False
         self._task: asyncio.Task | None = None
         self._keepalive_task: asyncio.Task | None = None
         self._reads_in_flight: dict[tuple[bytes, str, str], asyncio.Future] = {}
@@ -110,56 +120,87 @@ class Relay:
         return sum(len(hub.readers) for hub in self.hubs.values())
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._read_forever(), name="tokenrelay-relay")
+        self._task = asyncio.create_task(self._pump_forever(), name="tokenrelay-relay")
         self._keepalive_task = asyncio.create_task(self._keepalive_forever(), name="tokenrelay-keepalive")
 
     async def stop(self) -> None:
+        await self.subscriber.close()
         if self._keepalive_task:
             self._keepalive_task.cancel()
             await asyncio.gather(self._keepalive_task, return_exceptions=True)
         if self._task:
-            # Close the reader's socket first: cancelling an XREAD blocked inside redis-py 8 can hang.
-            self._stopping = True  # the read it cuts short is no failure
-            await self.reader_redis.connection_pool.disconnect()
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        try:
-            await self.redis.delete(self.wake_key)
-        except Exception:  # noqa: BLE001 - Redis may be gone at shutdown
-            pass
 
-    # -- the shared reader ---------------------------------------------------------------------------
+    # -- notifications ---------------------------------------------------------------------------------
 
-    async def _read_forever(self) -> None:
-        check_records = False
+    def _notified(self, channel: bytes) -> None:
+        key = self._channels.get(channel)
+        if key is not None:
+            self._mark(key)
+
+    def _lost(self, channels: set[bytes]) -> None:
+        # Re-subscribing reads every job again; meanwhile, check that the jobs still exist.
+        self._check_records = True
+        self._pending.set()
+
+    def _mark(self, key: bytes) -> None:
+        self._dirty[key] = None
+        self._pending.set()
+
+    async def _start_hub(self, hub: Hub) -> None:
+        channel = self.keys.live(job_id_of(hub.key)).encode()
+        self._channels[channel] = hub.key
+        await self.subscriber.subscribe(channel)
+        # Read the job now too: its confirmation makes the pump read it again, which covers what lands
+        # until the subscription takes effect; this read only brings the first events sooner.
+        self._mark(hub.key)
+
+    def _end_hub(self, hub: Hub) -> None:
+        channel = self.keys.live(job_id_of(hub.key)).encode()
+        self._channels.pop(channel, None)
+        self.subscriber.release(channel)
+
+    # -- the pump ----------------------------------------------------------------------------------------
+
+    async def _pump_forever(self) -> None:
         while True:
-            if check_records:
-                check_records = not await self._end_lost_jobs()
-            streams = {hub.key: str(hub.position or EventId(0, 0)) for hub in self.hubs.values()
-                       if hub.live and not hub.done}
-            streams[self.wake_key] = self._wake_position
-            self._reading, self._wake_sent = set(streams), False
+            await self._pending.wait()
+            self._pending.clear()
+            if self._check_records:
+                self._check_records = not await self._end_lost_jobs()
+                if self._check_records:  # Redis cannot tell yet: look again shortly
+                    for key in self.hubs:
+                        self._mark(key)
+                    await asyncio.sleep(RETRY_DELAY_S)
+                    continue
+            hubs = [hub for key in self._dirty if (hub := self.hubs.get(key)) and hub.live and not hub.done]
+            self._dirty.clear()
+            if not hubs:
+                continue
             try:
-                response = await self.reader_redis.xread(streams, count=self.history_batch, block=self.block_ms)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for hub in hubs:
+                        pipe.xrange(hub.key, "-" if hub.position is None else f"({hub.position}", "+",
+                                    count=self.history_batch)
+                    results = await pipe.execute()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep relaying once Redis is back
-                if self._stopping:
-                    raise asyncio.CancelledError from None
                 log.warning("relay read failed: %s", exc)
                 self.hooks.on_read_failed(exc)
-                check_records = True
-                await asyncio.sleep(0.5)
+                self._check_records = True
+                for hub in hubs:
+                    self._mark(hub.key)
+                await asyncio.sleep(RETRY_DELAY_S)
                 continue
             read = 0
-            for key, entries in response or ():
-                if key == self.wake_key:
-                    self._wake_position = entries[-1][0]
-                    continue
+            for hub, entries in zip(hubs, results):
                 read += len(entries)
-                hub = self.hubs.get(key)
-                if hub is not None and hub.live and not hub.done:
+                if entries and hub.live and not hub.done:
                     hub.deliver(entries)
+                    if len(entries) >= self.history_batch and not hub.done:
+                        self._mark(hub.key)
             self.hooks.on_read(read)
 
     async def _keepalive_forever(self) -> None:
@@ -180,23 +221,13 @@ class Relay:
                 for hub in hubs:
                     pipe.exists(self.keys.meta(job_id_of(hub.key)))
                 found = await pipe.execute() if hubs else []
-        except Exception:  # noqa: BLE001 - still unreachable: check again after the next failure
+        except Exception:  # noqa: BLE001 - still unreachable: check again shortly
             return False
         for hub, exists in zip(hubs, found):
             if not exists:
                 log.warning("job %s lost its record (Redis restarted empty?); ending its streams", job_id_of(hub.key))
                 hub.deliver(hub.lost_entries())
         return True
-
-    async def _wake(self, key: bytes) -> None:
-        """Make the shared reader include `key` now; at most one wake-up per read in flight."""
-        if key in self._reading or self._wake_sent:
-            return
-        self._wake_sent = True
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.wake_key, {"w": "1"}, maxlen=16, approximate=True)
-            pipe.expire(self.wake_key, WAKE_STREAM_TTL_S)
-            await pipe.execute()
 
     # -- one client ------------------------------------------------------------------------------------
 
@@ -252,7 +283,7 @@ class Relay:
         try:
             if not hub.live:
                 hub.live, hub.position = True, last
-                await self._wake(key)
+                await self._start_hub(hub)
             elif hub.position is not None and (last is None or hub.position > last):
                 async for batch, last, ended in self._history(key, last, hub.position, stream_filter):
                     if batch:
@@ -265,8 +296,10 @@ class Relay:
         finally:
             hub.readers.discard(reader)
             hub.filtered -= stream_filter is not None
-            if not hub.readers:
-                self.hubs.pop(key, None)
+            if not hub.readers and self.hubs.get(key) is hub:
+                del self.hubs[key]
+                if hub.live:
+                    self._end_hub(hub)
 
     async def _history(self, key: bytes, after: EventId | None, until: EventId | None,
                        stream_filter: StreamFilter | None = None):

@@ -178,7 +178,10 @@ async def _resume_point(request: Request, job_id: str, raw_after: str | None) ->
     if raw_after is None or raw_after == "":
         return None
     after = EventId.parse(raw_after)
-    if not await request.app.state.redis.xrange(request.app.state.keys.events(job_id), str(after), str(after), count=1):
+    # Past the job's last event is an id it never had. Below it, an id missing from the stream can be one a
+    # failover lost after the client received it: the client gets what came after it.
+    last = await request.app.state.redis.xrevrange(request.app.state.keys.events(job_id), count=1)
+    if not last or after > EventId.parse(last[0][0].decode()):
         raise InvalidEventId(raw_after, "names no event of this job")
     return after
 

@@ -15,7 +15,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from . import overload, scenarios
+from . import overload, relay_cost, scenarios, sizing
 from .procs import Direct, LangGraphDev, Naive, TokenRelay
 
 WORKERS = 2  # worker processes on each side that has workers (a 2-core machine)
@@ -99,6 +99,9 @@ async def main(argv: list[str] | None = None) -> int:
                             ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token),
                             ("8_side_by_side", scenarios.side_by_side),
                             ("5_idle_readers", scenarios.idle_readers)], sizes, results, only)  # stops the workers
+    # Per-token and per-unit costs (README "Scaling"): one gateway process, workers for 1,000 live jobs.
+    await _run(lambda: TokenRelay(WORKERS, max(sizes.relay_live_jobs) // WORKERS + 50, 1),
+               [("9_relay_cost", relay_cost.relay_cost), ("10_sizing", sizing.sizing)], sizes, results, only)
     # Overload (issue #11), each on a stack of its own: workers sized to run every job at once.
     await _run(tokenrelay, [("6_burst", overload.burst)], sizes, results, only)
     await _run(lambda: TokenRelay(WORKERS, sizes.starvation_jobs // WORKERS + 50, GATEWAY_PROCESSES),

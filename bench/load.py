@@ -66,10 +66,10 @@ async def post_json(host: str, port: int, path: str, payload: dict) -> tuple[int
 
 
 async def read_sse(host: str, port: int, path: str, *, body: dict | None = None, keep_ids: bool = False,
-                   connected: asyncio.Event | None = None) -> Reading:
+                   connected: asyncio.Event | None = None, reading: Reading | None = None) -> Reading:
     """Follow one SSE response (of a GET, or of a POST of `body`) to its end; tokens' lag is measured
-    against their `ts` stamp."""
-    reading = Reading()
+    against their `ts` stamp. Pass `reading` to watch the counts while it runs."""
+    reading = reading if reading is not None else Reading()
     reader, writer = await asyncio.open_connection(host, port)
     try:
         if body is None:

@@ -34,6 +34,11 @@ class Sizes:
     ttft_jobs: int = 200
     idle_streams: int = 10_000
     idle_jobs: int = 100
+    relay_live_jobs: tuple[int, ...] = (10, 100, 1000)
+    relay_tokens_per_s: float = 1000.0
+    relay_window_s: float = 15.0
+    sizing_readers: int = 200
+    sizing_jobs: int = 50
     side_ttft_runs: int = 20
     burst_submits: int = 2000
     starvation_jobs: int = 1600
@@ -42,6 +47,7 @@ class Sizes:
     def quick(cls) -> "Sizes":
         return cls(throughput_jobs=32, throughput_tokens=1000, latency_jobs=200, latency_tokens=30,
                    fanout_readers=200, fanout_tokens=50, ttft_jobs=50, idle_streams=1000, idle_jobs=20,
+                   relay_window_s=5.0,
                    burst_submits=500, starvation_jobs=300, side_ttft_runs=5)
 
 

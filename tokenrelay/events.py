@@ -44,6 +44,7 @@ ERROR_MESSAGES: dict[str, str] = {
                            "OPENAI_API_KEY (or OPENAI_BASE_URL) set there",
     "internal_error": "the job failed on the worker",
     "store_full": "the job store (Redis) is out of memory; the job was stopped",
+    "store_lost": "the job store (Redis) lost part of this job's output in a failover; submit the job again",
     "job_lost": "the job's data was lost when the job store restarted without persistence; submit the job again",
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -66,9 +67,14 @@ class JobServices:
 
 async def execute_job(services: JobServices, job_id: str) -> str:
     """Run one attempt of `job_id`; returns what happened (a terminal status, or why nothing ran)."""
+    # In the running index before the lease exists: a worker lost between the two leaves an entry the
+    # reapers look at, never a running job they cannot find.
+    await services.scripts.track([job_id], int(time.time() * 1000) + services.lease_ms)
     state, attempt = await services.scripts.start(job_id, services.lease_ms, services.running_ttl_s)
     if not state.runs:
         log.info("job %s not run: %s", job_id, state)
+        if state in (StartOutcome.MISSING, StartOutcome.FINISHED):
+            await services.scripts.untrack(job_id)
         return state
     record = await _take(services, job_id)
     if record is None:
@@ -115,7 +121,8 @@ async def _attempt(services: JobServices, job: RunningJob, record: JobRecord, st
             return FinishOutcome.SUPERSEDED
         status = JobStatus.CANCELLED if job.stop_reason == "cancelled" else JobStatus.FAILED
         if status == JobStatus.FAILED:
-            error = events.error("store_full" if job.stop_reason == "store_full" else "internal_error")
+            error = events.error(job.stop_reason if job.stop_reason in ("store_full", "store_lost")
+                                 else "internal_error")
     except Exception as exc:  # noqa: BLE001 - every failure ends the job; the text stays in the log
         log.exception("job %s attempt %d failed", job_id, attempt)
         error = runner.error_event(exc)
@@ -186,5 +193,6 @@ async def _finish(
     if written == FinishOutcome.SUPERSEDED:
         log.warning("job %s attempt %d superseded before it finished", stream.job_id, stream.attempt)
         return written
+    await services.scripts.untrack(stream.job_id)
     log.info("job %s attempt %d %s (%d tokens)", stream.job_id, stream.attempt, status, outcome.tokens)
     return status

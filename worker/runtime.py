@@ -8,9 +8,11 @@ Deliberate choices (read before changing):
   coroutine wherever it awaits, so it stops between tokens even when the provider is slow. The
   cancel flags are also read on the heartbeat's interval, in case a message was missed while
   reconnecting.
-- Liveness is a lease per running job, renewed for all of them in one round trip by a thread with
-  its own connection (worker/heartbeat.py), never behind job traffic. The reaper hands jobs whose
-  lease ran out back to the queue as a new attempt, unless their worker's liveness key is fresh.
+- Liveness is a lease per running job (a key in the job's slot that expires), renewed for all of them
+  in one round trip by a thread with its own connection (worker/heartbeat.py), never behind job
+  traffic. Running jobs are also listed in the bucketed running index (tokenrelay/core/keys.py);
+  reapers walk its buckets and hand jobs whose lease ran out back to the queue as a new attempt,
+  unless their worker's liveness key is fresh.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
+from tokenrelay.core.connections import async_client
 from tokenrelay.core.keys import Keys
-from tokenrelay.core.status import TERMINAL_STATUSES
+from tokenrelay.core.status import TERMINAL_STATUSES, ClaimOutcome
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
 from tokenrelay.engine import graphs
@@ -41,6 +43,7 @@ from .publisher import StreamPublisher
 log = logging.getLogger("tokenrelay.worker")
 
 POOL_WAIT_S = 20.0
+REAP_BATCH = 100  # per bucket and round
 CLOSE_WAIT_S = 3.0
 # A live worker's expired lease is left alone for this many lease periods: past that, the worker
 # is alive but has lost track of the job, and the job is claimed all the same.
@@ -109,28 +112,22 @@ class WorkerRuntime:
     async def _open(self) -> None:
         settings = self.settings
         # A fixed pool that jobs wait on: hundreds of jobs share a few connections.
-        pool = BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=settings.redis_pool_size * 2,
-            timeout=POOL_WAIT_S,
-            socket_timeout=10,
-            socket_connect_timeout=3,
-            health_check_interval=30,
-            socket_keepalive=True,
-            client_name=f"tokenrelay-worker:{self.worker_id}",
-        )
-        redis = Redis(connection_pool=pool)
+        redis = async_client(settings.redis_target, max_connections=settings.redis_pool_size * 2,
+                             pool_wait_s=POOL_WAIT_S, socket_timeout=10,
+                             client_name=f"tokenrelay-worker:{self.worker_id}")
         publisher = StreamPublisher(
             redis,
             self.keys,
             running_ttl_s=int(settings.job_timeout_s + settings.retention_s),
             flush_window_ms=settings.flush_window_ms,
             event_timestamps=settings.event_timestamps,
+            write_retry_s=settings.write_retry_s,
         )
         self._services = services = JobServices(settings, redis, self.keys, JobScripts(redis, self.keys), publisher,
                                                 worker_id=self.worker_id)
-        self._heartbeat = Heartbeat(settings.redis_url, self.keys, self.worker_id, services.lease_ms,
-                                    settings.lease_ttl_s / 3, lambda: list(services.running))
+        self._heartbeat = Heartbeat(settings.redis_target, self.keys, self.worker_id, services.lease_ms,
+                                    settings.lease_ttl_s / 3,
+                                    lambda: {job_id: job.attempt for job_id, job in list(services.running.items())})
         await asyncio.to_thread(self._heartbeat.start)
         publisher.start()
         self._background = [
@@ -179,24 +176,32 @@ class WorkerRuntime:
                     self._cancel_local(job_id)
 
     async def _reap(self) -> None:
+        """Walk the running index's buckets; re-queue jobs whose lease ran out."""
         services = self._services
-        seconds, micros = await services.redis.time()
-        now_ms = seconds * 1000 + micros // 1000
-        lost = await services.redis.zrangebyscore(self.keys.running, "-inf", now_ms, start=0, num=100,
-                                                  withscores=True)
+        now_ms = int(time.time() * 1000)
+        async with services.redis.pipeline(transaction=False) as pipe:
+            for bucket in self.keys.running_buckets:
+                pipe.zrangebyscore(bucket, "-inf", now_ms, start=0, num=REAP_BATCH, withscores=True)
+            due = await pipe.execute()
         metrics = worker_metrics()
-        for raw, deadline_ms in lost:
-            job_id = raw.decode()
-            if job_id in services.running:  # ours and alive: a renewal is late
-                continue
-            expired_ms = now_ms - deadline_ms
-            if expired_ms < LIVE_WORKER_GRACE_LEASES * services.lease_ms and await self._worker_alive(job_id):
-                metrics.leases_spared.inc()
-                continue
-            if await services.scripts.claim_lost(job_id, now_ms):
-                metrics.leases_claimed.inc()
-                log.warning("job %s lost its worker; queued again", job_id)
-                await asyncio.to_thread(self.enqueue, job_id)
+        for entries in due:
+            for raw, check_at_ms in entries:
+                job_id = raw.decode()
+                if job_id in services.running:  # ours and alive: a renewal is late
+                    continue
+                expired_ms = now_ms - check_at_ms
+                if expired_ms < LIVE_WORKER_GRACE_LEASES * services.lease_ms and await self._worker_alive(job_id):
+                    metrics.leases_spared.inc()
+                    continue
+                outcome = await services.scripts.claim_lost(job_id)
+                if outcome == ClaimOutcome.ALIVE:  # an attempt holds its lease; look again in a lease's time
+                    await services.scripts.track([job_id], now_ms + services.lease_ms)
+                    continue
+                await services.scripts.untrack(job_id, check_at_ms)
+                if outcome == ClaimOutcome.CLAIMED:
+                    metrics.leases_claimed.inc()
+                    log.warning("job %s lost its worker; queued again", job_id)
+                    await asyncio.to_thread(self.enqueue, job_id)
 
     async def _worker_alive(self, job_id: str) -> bool:
         """The job's worker (recorded when it started) renewed its liveness key within a lease."""

@@ -14,6 +14,7 @@ from api.metrics import GatewayMetrics
 from api.relay import Relay
 from tokenrelay import Client
 from tokenrelay.cli.embedded import free_port
+from tokenrelay.core.connections import parse_redis_url
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.protocol import encode_fields, new_job_id
 
@@ -105,9 +106,9 @@ def test_slow_reader_disconnects_are_counted(redis_server):
 
     async def scenario() -> tuple[float, list[bytes]]:
         keys = Keys("tokenrelay-metrics-test")
-        redis, reader_redis = Redis.from_url(redis_server.url), Redis.from_url(redis_server.url)
+        redis = Redis.from_url(redis_server.url)
         metrics = GatewayMetrics()
-        relay = Relay(redis, reader_redis, keys, block_ms=200, history_batch=100, client_buffer_events=5,
+        relay = Relay(redis, parse_redis_url(redis_server.url), keys, history_batch=100, client_buffer_events=5,
                       keepalive_s=5, hooks=metrics.relay_hooks())
         await relay.start()
         job_id = new_job_id()
@@ -121,7 +122,6 @@ def test_slow_reader_disconnects_are_counted(redis_server):
         await relay.stop()
         await redis.delete(stream_key)
         await redis.aclose()
-        await reader_redis.aclose()
         return metrics.slow_reader_disconnects._value.get(), chunks
 
     disconnects, chunks = asyncio.run(scenario())

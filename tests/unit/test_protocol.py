@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from redis.crc import key_slot
 
 from tokenrelay.core import protocol
-from tokenrelay.core.keys import Keys
+from tokenrelay.core.keys import INDEX_BUCKETS, Keys, bucket_of
 from tokenrelay.core.protocol import EventId
 from tokenrelay.errors import InvalidEventId, InvalidJobId
 from tokenrelay.sse import SSEParser
@@ -78,8 +79,21 @@ def test_keys_share_the_job_hash_tag():
     keys = Keys("tr")
     assert keys.events(JOB_ID) == f"tr:{{{JOB_ID}}}:events"
     assert keys.meta(JOB_ID) == f"tr:{{{JOB_ID}}}:meta"
-    assert {keys.running, keys.workers, keys.recent, keys.cancel_channel} == {
-        "tr:running", "tr:workers", "tr:recent", "tr:cancel"}
+    assert keys.lease(JOB_ID) == f"tr:{{{JOB_ID}}}:lease"
+    assert keys.live(JOB_ID) == f"tr:{{{JOB_ID}}}:live"
+    assert (keys.workers, keys.cancel_channel) == ("tr:workers", "tr:cancel")
+
+
+def test_indexes_are_buckets_spread_over_slots():
+    keys = Keys("tr")
+    assert len(set(keys.running_buckets)) == len(set(keys.recent_buckets)) == INDEX_BUCKETS
+    assert keys.running_buckets[7] == "tr:running:07" and keys.recent_buckets[0] == "tr:recent:00"
+    # A job's bucket comes from its id; ids spread over every bucket.
+    assert keys.running(JOB_ID) == keys.running_buckets[bucket_of(JOB_ID)]
+    assert {bucket_of(protocol.new_job_id()) for _ in range(2_000)} == set(range(INDEX_BUCKETS))
+    # Buckets spread over the slots of a cluster's masters (3 masters: 5461 slots each).
+    slots = {key_slot(key.encode()) // 5462 for key in keys.running_buckets + keys.recent_buckets}
+    assert slots == {0, 1, 2}
 
 
 @pytest.mark.parametrize("bad", ["", "x", JOB_ID.upper(), JOB_ID + "}:x:{" + JOB_ID, "*"])

@@ -232,3 +232,48 @@ def test_unencodable_token_does_not_stop_the_publisher_for_other_jobs(redis_serv
         assert bad_settled and (lost == ["write_failed"] or lost == [])
 
     run(redis_server.url, scenario)
+
+
+def test_a_stream_that_lost_acknowledged_entries_fails_the_job(redis_server):
+    # What a failover does when the old primary acknowledged writes it never sent to its replica: the
+    # write that finds the hole still lands, and the job stops there (its `error` and `end` follow).
+    async def scenario(publisher):
+        job_id, lost = new_job_id(), []
+        stream = publisher.open(job_id, 1, lost.append)
+        for index in range(3):
+            stream.emit(token(f"t{index}", index))
+            assert await flushed(stream)
+        key = publisher.keys.events(job_id)
+        await publisher.redis.xdel(key, "1-1", "1-2")  # the new primary never had them
+        stream.emit(token("t3", 3))
+        assert await flushed(stream)
+        assert lost == ["store_lost"] and stream.lost_reason == "store_lost"
+        assert [i for i, _, _ in await entries(publisher, job_id)] == ["1-0", "1-3"]
+        stream.emit(token("t4", 4))  # nothing more from this attempt
+        assert await flushed(stream)
+        assert [i for i, _, _ in await entries(publisher, job_id)] == ["1-0", "1-3"]
+
+    run(redis_server.url, scenario)
+
+
+def test_a_server_that_lost_the_script_gets_it_again(redis_server):
+    async def scenario(publisher):
+        job_id, lost = new_job_id(), []
+        stream = publisher.open(job_id, 1, lost.append)
+        stream.emit(token("a", 0))
+        assert await flushed(stream)
+        await publisher.redis.script_flush()  # a restarted server or a new primary: no scripts
+        stream.emit(token("b", 1))
+        assert await flushed(stream)
+        assert lost == [] and [d["text"] for _, _, d in await entries(publisher, job_id)] == ["a", "b"]
+
+    run(redis_server.url, scenario)
+
+
+def test_writes_are_retried_for_write_retry_s_while_redis_does_not_answer():
+    # A failover takes seconds: the publisher keeps trying that long before it fails the jobs.
+    def total(**options) -> float:
+        return sum(StreamPublisher(None, Keys("t"), running_ttl_s=1, **options)._retry_delays())
+
+    assert 28 <= total(write_retry_s=30) <= 30
+    assert 3 <= total() <= 4  # at least the quick schedule, whatever the setting

@@ -11,6 +11,7 @@ from api.metrics import GatewayMetrics
 from api.relay import Relay, RelayHooks
 from tokenrelay.cli.embedded import free_port
 from tokenrelay.core import protocol
+from tokenrelay.core.connections import parse_redis_url
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.protocol import EventId, encode_fields, new_job_id
 from tokenrelay.sse import SSEParser
@@ -38,17 +39,18 @@ class Recorder(RelayHooks):
         self.dropped += 1
 
 
-def run(url: str, scenario, *, reader_url: str | None = None, hooks: RelayHooks | None = None, **options):
+def run(url: str, scenario, *, relay_url: str | None = None, hooks: RelayHooks | None = None, **options):
+    """`scenario(relay, redis)`; the relay reads from `relay_url` (default: the same server)."""
     async def main():
-        redis, reader_redis = Redis.from_url(url), Redis.from_url(reader_url or url)
-        settings = {"block_ms": 200, "history_batch": 3, "client_buffer_events": 100, "keepalive_s": 5, **options}
-        relay = Relay(redis, reader_redis, KEYS, hooks=hooks or Recorder(), **settings)
+        redis, relay_redis = Redis.from_url(url), Redis.from_url(relay_url or url)
+        settings = {"history_batch": 3, "client_buffer_events": 100, "keepalive_s": 5, **options}
+        relay = Relay(relay_redis, parse_redis_url(relay_url or url), KEYS, hooks=hooks or Recorder(), **settings)
         await relay.start()
         try:
             return await scenario(relay, redis), relay.hooks
         finally:
             await relay.stop()
-            await reader_redis.aclose()
+            await relay_redis.aclose()
             await redis.aclose()
 
     return asyncio.run(main())
@@ -61,9 +63,15 @@ EVENTS = [("metadata", {"job_id": "x", "attempt": 1, "model": "demo"}), ("token"
 IDS = ["1-0", "1-1", "1-2", "2-0", "2-1", "2-2"]
 
 
+async def append(redis: Redis, job_id: str, entry_id: str, fields: dict) -> None:
+    """What a worker's write does: the entry, then the notification on the job's channel."""
+    await redis.xadd(KEYS.events(job_id), fields, id=entry_id)
+    await redis.spublish(KEYS.live(job_id), entry_id)
+
+
 async def publish(redis: Redis, job_id: str, indexes: range) -> None:
     for i in indexes:
-        await redis.xadd(KEYS.events(job_id), encode_fields(*EVENTS[i]), id=IDS[i])
+        await append(redis, job_id, IDS[i], encode_fields(*EVENTS[i]))
 
 
 def test_follow_events_yields_what_an_sse_client_of_follow_decodes(redis_server):
@@ -124,10 +132,10 @@ def test_hooks_see_a_slow_reader_cut_off_and_a_failed_read(redis_server):
         await publish(redis, job_id, range(0, 1))
         follower = relay.follow_events(job_id)
         seen = [await follower.__anext__()]  # history; paused before it joins the hub
-        await redis.xadd(KEYS.events(job_id), encode_fields("token", {"text": "x", "index": 0}), id="1-1")
+        await append(redis, job_id, "1-1", encode_fields("token", {"text": "x", "index": 0}))
         seen.append(await follower.__anext__())  # joined, live
         for seq in range(2, 12):  # published while the reader does not read
-            await redis.xadd(KEYS.events(job_id), encode_fields("token", {"text": "x", "index": seq}), id=f"1-{seq}")
+            await append(redis, job_id, f"1-{seq}", encode_fields("token", {"text": "x", "index": seq}))
         await asyncio.sleep(1.0)
         seen += [event async for event in follower]
         await redis.delete(KEYS.events(job_id))
@@ -139,10 +147,14 @@ def test_hooks_see_a_slow_reader_cut_off_and_a_failed_read(redis_server):
     assert ids == [f"1-{seq}" for seq in range(len(ids))] and 2 <= len(ids) <= 5
     assert hooks.read >= 11 and hooks.reads >= 2
 
-    async def nothing(relay: Relay, redis: Redis):
-        await asyncio.sleep(0.3)
+    async def follow_a_job(relay: Relay, redis: Redis):
+        events = relay.follow_events(new_job_id(), fresh=True)
+        try:
+            await asyncio.wait_for(events.__anext__(), 1.0)
+        except TimeoutError:
+            pass
 
-    _, hooks = run(redis_server.url, nothing, reader_url=f"redis://127.0.0.1:{free_port()}/0")
+    _, hooks = run(redis_server.url, follow_a_job, relay_url=f"redis://127.0.0.1:{free_port()}/0")
     assert hooks.failures and hooks.reads == 0
 
 

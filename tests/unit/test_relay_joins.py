@@ -9,6 +9,7 @@ import redis
 from redis.asyncio import Redis
 
 from api.relay import Relay
+from tokenrelay.core.connections import parse_redis_url
 from tokenrelay.core.keys import Keys
 
 
@@ -31,7 +32,7 @@ def test_concurrent_history_reads_of_one_range_are_one_xrange(redis_server):
 
     async def join_many() -> list:
         client = Redis.from_url(redis_server.url)
-        relay = Relay(client, client, keys, block_ms=100, history_batch=1000, client_buffer_events=100,
+        relay = Relay(client, parse_redis_url(redis_server.url), keys, history_batch=1000, client_buffer_events=100,
                       keepalive_s=15)
         try:
             before = _xrange_calls(redis_server.url)

@@ -41,6 +41,12 @@ class Store:
             await asyncio.sleep(0.01)
         return result
 
+    async def lease_gone(self, job_id: str) -> None:
+        deadline = time.monotonic() + 5
+        while await self.redis.exists(self.keys.lease(job_id)):
+            assert time.monotonic() < deadline, "lease never expired"
+            await asyncio.sleep(0.01)
+
     async def server_ms(self) -> int:
         seconds, micros = await self.redis.time()
         return seconds * 1000 + micros // 1000
@@ -142,7 +148,7 @@ def test_finish_writes_end_and_record_once(redis_server):
         assert await store.events(job_id) == [("1-3", "end", {"status": "succeeded"})]
         record = await load_job(store.redis, store.keys, job_id)
         assert (record.status, record.output_text, record.finish_reason) == ("succeeded", "hello", "stop")
-        assert await store.redis.zscore(store.keys.running, job_id) is None
+        assert not await store.redis.exists(store.keys.lease(job_id))
         assert await store.scripts.cancel(job_id, TTL_S) == ("finished", "succeeded")
         assert await store.scripts.start(job_id, LONG_LEASE_MS, TTL_S) == ("finished", 0)
 
@@ -168,14 +174,13 @@ def test_finish_by_a_superseded_attempt_writes_nothing(redis_server):
 def test_claim_lost_goes_to_exactly_one_caller(redis_server):
     async def scenario(store):
         job_id = await store.new_job()
-        await store.scripts.start(job_id, 1_000, TTL_S)
-        now = await store.server_ms()
-        assert await store.scripts.claim_lost(job_id, now) is False  # lease still live
-        later = now + 5_000
-        claims = await asyncio.gather(*(store.scripts.claim_lost(job_id, later) for _ in range(2)))
-        assert sorted(claims) == [False, True]
+        await store.scripts.start(job_id, 200, TTL_S)
+        assert await store.scripts.claim_lost(job_id) == "alive"
+        await store.lease_gone(job_id)
+        claims = await asyncio.gather(*(store.scripts.claim_lost(job_id) for _ in range(2)))
+        assert sorted(claims) == ["claimed", "idle"]
         assert (await load_job(store.redis, store.keys, job_id)).status == "queued"
-        assert await store.scripts.claim_lost(job_id, later) is False
+        assert await store.scripts.claim_lost(job_id) == "idle"
         assert await store.scripts.start(job_id, LONG_LEASE_MS, TTL_S) == ("started", 2)
 
     run(redis_server.url, scenario)
@@ -184,10 +189,44 @@ def test_claim_lost_goes_to_exactly_one_caller(redis_server):
 def test_claim_lost_skips_a_job_that_is_no_longer_running(redis_server):
     async def scenario(store):
         job_id = await store.new_job()
-        await store.scripts.start(job_id, 1_000, TTL_S)
-        await store.redis.hset(store.keys.meta(job_id), "status", "succeeded")  # finished, lease left over
-        assert await store.scripts.claim_lost(job_id, await store.server_ms() + 5_000) is False
+        await store.scripts.start(job_id, 100, TTL_S)
+        await store.redis.hset(store.keys.meta(job_id), "status", "succeeded")
+        await store.lease_gone(job_id)
+        assert await store.scripts.claim_lost(job_id) == "idle"
         assert (await load_job(store.redis, store.keys, job_id)).status == "succeeded"
-        assert await store.redis.zscore(store.keys.running, job_id) is None
+
+    run(redis_server.url, scenario)
+
+
+def test_renew_keeps_only_the_current_attempts_lease(redis_server):
+    async def scenario(store):
+        job_id = await store.new_job()
+        await store.scripts.start(job_id, 300, TTL_S)
+        assert await store.scripts.renew({job_id: 1}, LONG_LEASE_MS) == {job_id: True}
+        assert await store.redis.pttl(store.keys.lease(job_id)) > 10_000
+        assert await store.scripts.renew({job_id: 0}, LONG_LEASE_MS) == {job_id: False}  # not its attempt
+        # A heartbeat late enough for the lease to run out takes it again while nobody claimed the job.
+        await store.redis.delete(store.keys.lease(job_id))
+        assert await store.scripts.renew({job_id: 1}, LONG_LEASE_MS) == {job_id: True}
+        assert await store.scripts.start(job_id, LONG_LEASE_MS, TTL_S) == ("busy", 0)
+        # Once claimed (queued again), the old attempt cannot take it back.
+        await store.redis.delete(store.keys.lease(job_id))
+        assert await store.scripts.claim_lost(job_id) == "claimed"
+        assert await store.scripts.renew({job_id: 1}, LONG_LEASE_MS) == {job_id: False}
+
+    run(redis_server.url, scenario)
+
+
+def test_running_index_entries_are_dropped_only_if_unchanged(redis_server):
+    async def scenario(store):
+        job_id = await store.new_job()
+        bucket = store.keys.running(job_id)
+        await store.scripts.track([job_id], 1_000)
+        await store.scripts.track([job_id], 2_000)  # a new attempt's worker tracked it again
+        await store.scripts.untrack(job_id, 1_000)  # a reaper that saw the old entry
+        assert await store.redis.zscore(bucket, job_id) == 2_000
+        await store.scripts.untrack(job_id, 2_000)
+        assert await store.redis.zscore(bucket, job_id) is None
+        assert bucket in store.keys.running_buckets
 
     run(redis_server.url, scenario)

@@ -50,13 +50,19 @@ def _client_url(host: str, port: int) -> str:
 
 
 def _check_redis(url: str) -> None:
-    import redis
+    """The URL names a topology we can use, with a broker, and Redis answers there; else one clear line."""
+    from ..core.connections import BrokerUrlMissing, RedisUrlError, celery_broker, parse_redis_url, redact, sync_client
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        target = parse_redis_url(url)
+        celery_broker(url, os.environ.get("TOKENRELAY_BROKER_URL") or None)
+    except (RedisUrlError, BrokerUrlMissing) as exc:
+        raise DevError(str(exc)) from None
+    client = sync_client(target)
     try:
         client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure: say which URL and why
-        raise DevError(f"cannot reach Redis at {url}: {exc}") from None
+        raise DevError(f"cannot reach Redis at {redact(url)}: {exc}") from None
     finally:
         client.close()
 

@@ -9,7 +9,8 @@ Redis restart would take every busy worker down.
 Here a closed channel neither restores nor acknowledges. That loses nothing: the message stays in
 Redis's `unacked` hash and any worker restores it after visibility_timeout; the job then is either
 finished (nothing runs) or running under a live lease (nothing runs twice), and a job whose worker
-is really lost is queued again sooner by the lease reaper (worker/runtime.py).
+is really lost is queued again sooner by the lease reaper (worker/runtime.py). The same holds for
+the Sentinel transport (a `redis+sentinel://` broker URL).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from kombu.transport import redis
 
 TRANSPORT = "tokenrelay.core.broker:Transport"
+SENTINEL_TRANSPORT = "tokenrelay.core.broker:SentinelTransport"
 
 
 class QoS(redis.QoS):
@@ -36,3 +38,12 @@ class Channel(redis.Channel):
 
 class Transport(redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(redis.SentinelChannel):
+    QoS = QoS
+    do_restore = False
+
+
+class SentinelTransport(redis.SentinelTransport):
+    Channel = SentinelChannel

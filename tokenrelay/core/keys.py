@@ -1,6 +1,12 @@
 """Every Redis key name the product uses, built from validated parts.
 
-All keys of one job share the hash tag `{<job id>}`, so they live in one Redis Cluster slot.
+Each script and transaction touches one Redis Cluster slot, and the same layout runs on one server:
+- a job's keys (record, stream, lease, notification channel) share the hash tag `{<job id>}`;
+- the indexes of running and recent jobs are split into `INDEX_BUCKETS` buckets (`<prefix>:running:07`),
+  keys of their own, so of their own slots, spread over a cluster's masters; a job belongs to one bucket
+  of each, chosen from its id, and the reapers and the job list walk all buckets;
+- the worker heartbeats are one key, written one command at a time.
+Keys that are only ever used alone need no hash tag: a cluster puts each in the slot of its name.
 """
 
 from __future__ import annotations
@@ -9,6 +15,14 @@ import hashlib
 import re
 
 from .protocol import CANCEL_CHANNEL_SUFFIX, check_job_id
+
+# Spread over the masters of a cluster; walking them all is one pipelined round of 16 commands.
+INDEX_BUCKETS = 16
+
+
+def bucket_of(job_id: str) -> int:
+    return int(check_job_id(job_id)[:8], 16) % INDEX_BUCKETS
+
 
 WORKER_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,200}")  # <hostname>:<pid>
 OWNER_NAME = re.compile(r"[A-Za-z0-9_.-]{0,64}")  # API key names ("" = jobs made without keys)
@@ -29,17 +43,36 @@ class Keys:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.running = f"{prefix}:running"  # zset: job id -> lease deadline (ms)
         self.workers = f"{prefix}:workers"  # zset: worker id -> last heartbeat (ms)
-        self.recent = f"{prefix}:recent"  # zset: job id -> created (unix seconds)
+        self.cancel_channel = f"{prefix}:{CANCEL_CHANNEL_SUFFIX}"  # pub/sub: job ids to cancel
         self.outbox = f"{prefix}:outbox"  # zset: job id -> when its record was written (ms), task not confirmed
-        self.cancel_channel = f"{prefix}:{CANCEL_CHANNEL_SUFFIX}"
+        self.running_buckets = [self._bucket("running", n) for n in range(INDEX_BUCKETS)]
+        self.recent_buckets = [self._bucket("recent", n) for n in range(INDEX_BUCKETS)]
+
+    def _bucket(self, index: str, number: int) -> str:
+        return f"{self.prefix}:{index}:{number:02d}"
+
+    def running(self, job_id: str) -> str:
+        """The bucket of running jobs that holds `job_id` (zset: job id -> when to check its lease, ms)."""
+        return self.running_buckets[bucket_of(job_id)]
+
+    def recent(self, job_id: str) -> str:
+        """The bucket of recent jobs that holds `job_id` (zset: job id -> created, unix seconds)."""
+        return self.recent_buckets[bucket_of(job_id)]
 
     def events(self, job_id: str) -> str:
         return f"{self.prefix}:{{{check_job_id(job_id)}}}:events"
 
     def meta(self, job_id: str) -> str:
         return f"{self.prefix}:{{{check_job_id(job_id)}}}:meta"
+
+    def lease(self, job_id: str) -> str:
+        """The running attempt's lease: its attempt number, expiring unless its worker renews it."""
+        return f"{self.prefix}:{{{check_job_id(job_id)}}}:lease"
+
+    def live(self, job_id: str) -> str:
+        """The job's notification channel (sharded pub/sub, in the job's slot): "its stream grew"."""
+        return f"{self.prefix}:{{{check_job_id(job_id)}}}:live"
 
     def worker_alive(self, worker_id: str) -> str:
         """string with a TTL of one lease: the worker process renewed its leases within that time."""

@@ -5,10 +5,13 @@ Nothing reads the environment at import: callers build a `Settings` and pass it 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from .connections import RedisTarget
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_GRAPHS = {
@@ -21,7 +24,9 @@ DEFAULT_GRAPHS = {
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOKENRELAY_", extra="ignore")
 
-    # Where streams and job records live; also the Celery broker unless broker_url is set.
+    # Where streams and job records live; also the Celery broker unless broker_url is set. One server
+    # (redis://, rediss://, unix://), Sentinel (redis+sentinel://h:p,h:p/<service>[/db]) or a cluster
+    # (redis+cluster://h:p,h:p; needs broker_url). See tokenrelay/core/connections.py.
     redis_url: str = DEFAULT_REDIS_URL
     broker_url: str | None = None
     # Prefix of every Redis key the product writes (see tokenrelay.core.keys.Keys).
@@ -85,7 +90,6 @@ class Settings(BaseSettings):
     # Gateway relay.
     keepalive_s: float = 15.0
     client_buffer_events: int = 2_000
-    reader_block_ms: int = 5_000
     history_batch: int = 1_000
     redis_pool_size: int = 5
 
@@ -100,6 +104,9 @@ class Settings(BaseSettings):
     # Tokens are written as soon as the previous write returned; this extra wait (0 = none)
     # lets more tokens share one write. A lone token is never held back longer than this.
     flush_window_ms: float = 0.0
+    # How long a stream write is retried while Redis does not answer (a failover, a restart); past it
+    # the job fails with `write_failed`. Keep it above the failover time of your Sentinel or Cluster.
+    write_retry_s: float = 30.0
     # Adds `ts` (production time, Unix seconds) to token events: for measuring delivery lag.
     event_timestamps: bool = False
 
@@ -133,11 +140,30 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @property
-    def celery_broker_url(self) -> str:
-        return self.broker_url or self.redis_url
+    def redis_target(self) -> RedisTarget:
+        from .connections import parse_redis_url  # not at import: the client package never loads redis
+
+        return parse_redis_url(self.redis_url)
+
+    @property
+    def celery_broker(self) -> tuple[str, dict]:
+        """Celery's broker URL and transport options (see connections.celery_broker)."""
+        from .connections import celery_broker
+
+        return celery_broker(self.redis_url, self.broker_url)
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with explicit overrides (e.g. from CLI flags) on top."""
+    """Settings from the environment, with explicit overrides (e.g. from CLI flags) on top.
+
+    Every command starts here: a Redis or broker URL it cannot use stops it with one line.
+    """
+    from .connections import BrokerUrlMissing, RedisUrlError
+
     clean = {key: value for key, value in overrides.items() if value is not None}
-    return Settings(**clean)
+    settings = Settings(**clean)
+    try:
+        settings.redis_target, settings.celery_broker  # noqa: B018 - parsed for their errors
+    except (RedisUrlError, BrokerUrlMissing) as exc:
+        raise SystemExit(f"tokenrelay: {exc}") from None
+    return settings

@@ -47,6 +47,14 @@ class CancelOutcome(StrEnum):
     CANCELLING = "cancelling"  # it is running: its worker stops it
 
 
+class ClaimOutcome(StrEnum):
+    """What `claim_lost.lua` did with a job found in the running index past its check time."""
+
+    CLAIMED = "claimed"  # its lease ran out while it ran: this caller must enqueue it again
+    ALIVE = "alive"  # an attempt holds its lease
+    IDLE = "idle"  # not running (finished, queued or gone): nothing to do
+
+
 class FinishOutcome(StrEnum):
     """What `finish.lua` did with an attempt's end."""
 

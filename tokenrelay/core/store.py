@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import WatchError
 
 from .. import events
 from . import protocol
-from .keys import Keys
+from .keys import INDEX_BUCKETS, Keys
 from .lua import load_script
-from .status import CancelOutcome, Cancelled, FinishOutcome, JobStatus, Started, StartOutcome
+from .status import ClaimOutcome, CancelOutcome, Cancelled, FinishOutcome, JobStatus, Started, StartOutcome
 
 RECENT_JOBS_KEPT = 10_000
 
@@ -103,13 +103,15 @@ async def create_job(
         "owner": owner,
     }
     created = datetime.now(timezone.utc).timestamp()
-    # One command per key, each key in one Cluster slot; the record carries its TTL from this write.
+    # One command per key, each key in one Cluster slot (the indexes: one key each, only the job lists
+    # read them); the record carries its TTL from this write. One round trip.
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hset(meta_key, mapping=fields)
         pipe.expire(meta_key, ttl_s)
-        for index in (keys.recent, keys.owner_jobs(owner)):
+        for index, kept in ((keys.recent(job_id), RECENT_JOBS_KEPT // INDEX_BUCKETS),
+                            (keys.owner_jobs(owner), RECENT_JOBS_KEPT)):
             pipe.zadd(index, {job_id: created})
-            pipe.zremrangebyrank(index, 0, -RECENT_JOBS_KEPT - 1)
+            pipe.zremrangebyrank(index, 0, -kept - 1)
         pipe.expire(keys.owner_jobs(owner), ttl_s)
         await pipe.execute()
     return JobRecord.from_hash({k.encode(): str(v).encode() for k, v in fields.items()})
@@ -154,27 +156,26 @@ async def withdraw_job(redis: Redis, keys: Keys, job_id: str) -> bool:
 
 
 class JobScripts:
-    """The store's Lua scripts (tokenrelay/core/lua/), registered once per Redis client."""
+    """The store's Lua scripts (tokenrelay/core/lua/), registered once per Redis client. Each touches one slot."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis | RedisCluster, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
         self._cancel = redis.register_script(load_script("cancel"))
         self._start = redis.register_script(load_script("start"))
         self._finish = redis.register_script(load_script("finish"))
         self._claim = redis.register_script(load_script("claim_lost"))
-        self._heartbeat = redis.register_script(load_script("heartbeat"))
+        self._untrack = redis.register_script(load_script("untrack"))
 
     async def cancel(self, job_id: str, retention_s: int) -> Cancelled:
         end = protocol.dumps(events.end(JobStatus.CANCELLED).data)
-        keys = [self.keys.meta(job_id), self.keys.events(job_id), self.keys.running]
-        reply = await self._cancel(keys=keys, args=[job_id, end, utc_now(), retention_s])
+        keys = [self.keys.meta(job_id), self.keys.events(job_id)]
+        reply = await self._cancel(keys=keys, args=[end, utc_now(), retention_s, self.keys.live(job_id)])
         return Cancelled(CancelOutcome(_text(reply[0])), JobStatus(_text(reply[1])) if len(reply) > 1 else None)
 
     async def start(self, job_id: str, lease_ms: int, ttl_s: int) -> Started:
-        reply = await self._start(
-            keys=[self.keys.meta(job_id), self.keys.running], args=[job_id, lease_ms, utc_now(), ttl_s]
-        )
+        reply = await self._start(keys=[self.keys.meta(job_id), self.keys.lease(job_id)],
+                                  args=[lease_ms, utc_now(), ttl_s])
         return Started(StartOutcome(_text(reply[0])), int(reply[1]) if len(reply) > 1 else 0)
 
     async def finish(
@@ -185,14 +186,36 @@ class JobScripts:
         for name, value in fields.items():
             flat += [name, value]
         error_id, error_data = error_entry or ("", "")
-        keys = [self.keys.meta(job_id), self.keys.events(job_id), self.keys.running]
-        args = [job_id, attempt, end_id, end_data, retention_s, error_id, error_data, *flat]
+        keys = [self.keys.meta(job_id), self.keys.events(job_id), self.keys.lease(job_id)]
+        args = [attempt, end_id, end_data, retention_s, error_id, error_data, self.keys.live(job_id), *flat]
         return FinishOutcome(_text(await self._finish(keys=keys, args=args)))
 
-    async def claim_lost(self, job_id: str, now_ms: int) -> bool:
-        return bool(await self._claim(keys=[self.keys.running, self.keys.meta(job_id)], args=[job_id, now_ms]))
+    async def claim_lost(self, job_id: str) -> ClaimOutcome:
+        return ClaimOutcome(_text(await self._claim(keys=[self.keys.meta(job_id), self.keys.lease(job_id)])))
 
-    async def heartbeat(self, lease_ms: int, worker_id: str, job_ids: list[str]) -> int:
-        """Renew the leases of `job_ids` and mark `worker_id` alive; returns the server time (ms)."""
-        return int(await self._heartbeat(keys=[self.keys.running, self.keys.workers],
-                                         args=[lease_ms, worker_id, *job_ids]))
+    async def renew(self, leases: dict[str, int], lease_ms: int) -> dict[str, bool]:
+        """Renew the leases of running attempts (job id -> attempt), one pipelined round for all."""
+        # EVAL, not EVALSHA: a cluster pipeline cannot load a script that a node (a new primary) lacks.
+        script = load_script("renew")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, attempt in leases.items():
+                pipe.eval(script, 2, self.keys.meta(job_id), self.keys.lease(job_id), attempt, lease_ms)
+            held = await pipe.execute(raise_on_error=False)
+        return {job_id: result == 1 for job_id, result in zip(leases, held)}
+
+    async def track(self, job_ids: list[str], check_at_ms: int) -> None:
+        """Put jobs in the running index (when to look at their lease next); before they start."""
+        by_bucket: dict[str, dict[str, int]] = {}
+        for job_id in job_ids:
+            by_bucket.setdefault(self.keys.running(job_id), {})[job_id] = check_at_ms
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for bucket, members in by_bucket.items():
+                pipe.zadd(bucket, members)
+            await pipe.execute()
+
+    async def untrack(self, job_id: str, score: float | None = None) -> None:
+        """Drop a job from the running index; with `score`, only if nobody tracked it again since."""
+        if score is None:
+            await self.redis.zrem(self.keys.running(job_id), job_id)
+        else:
+            await self._untrack(keys=[self.keys.running(job_id)], args=[job_id, score])

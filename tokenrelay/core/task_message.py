@@ -71,6 +71,14 @@ class RedisTaskSender:
     async def send(self, job_id: str) -> None:
         await self.redis.lpush(self.queue, task_message(job_id, self.queue, self.origin))
 
+    async def queue_depth(self, max_age_s: float = 0.0) -> int:
+        """Task messages waiting in the queue (the list's length)."""
+        return await self.redis.llen(self.queue)
+
+    async def queue_depth(self, max_age_s: float = 0.0) -> int:
+        """Task messages waiting in the queue (the list's length)."""
+        return await self.redis.llen(self.queue)
+
     async def aclose(self) -> None:
         if self._owns_client:
             await self.redis.aclose()

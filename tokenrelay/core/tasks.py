@@ -7,19 +7,25 @@ LangChain. The worker builds its app from the same `create_celery_app` and adds 
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from celery import Celery
+from kombu.exceptions import ChannelError
 
+from .broker import SENTINEL_TRANSPORT
 from .broker import TRANSPORT as REDIS_TRANSPORT
 from .settings import Settings
 
 TASK_NAME = "tokenrelay.run_job"
+# Submits check the queue's depth (max_queued_jobs); one measurement serves the submits of this long.
+QUEUE_DEPTH_MAX_AGE_S = 0.25
 
 
 def create_celery_app(settings: Settings) -> Celery:
     """A Celery app configured for no loss, with no task registered (the worker adds its one task)."""
-    app = Celery("tokenrelay", broker=settings.celery_broker_url, set_as_current=False)
+    broker_url, transport_options = settings.celery_broker
+    app = Celery("tokenrelay", broker=broker_url, set_as_current=False)
     app.conf.update(
         # JSON only: pickle from a reachable broker is remote code execution.
         task_serializer="json",
@@ -35,7 +41,7 @@ def create_celery_app(settings: Settings) -> Celery:
         # about every 100 s, which would make the timeout meaningless when it is short).
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s,
                                   "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
-                                  "unacked_restore_throttle": 1},
+                                  "unacked_restore_throttle": 1, **transport_options},
         broker_connection_retry_on_startup=True,
         # Jobs wait on providers, not on the CPU: threads, each only waiting on the process's loop.
         worker_pool="threads",
@@ -47,9 +53,11 @@ def create_celery_app(settings: Settings) -> Celery:
         task_soft_time_limit=int(settings.job_timeout_s) + 30,
         worker_send_task_events=False,
     )
-    if settings.celery_broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if broker_url.startswith(("redis://", "rediss://", "unix://")):
         # Survives a broker connection loss with tasks in flight (see tokenrelay/core/broker.py).
         app.conf.broker_transport = REDIS_TRANSPORT
+    elif broker_url.startswith("sentinel://"):
+        app.conf.broker_transport = SENTINEL_TRANSPORT
     app.tokenrelay_settings = settings
     return app
 
@@ -71,6 +79,12 @@ class TaskSender:
         self.app = app
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenrelay-send")
         self._producer = None
+        # The queue's depth is measured on a thread and a connection of its own, never in a submit's way:
+        # a slow broker delays the measurement, not the sends.
+        self._depth_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenrelay-depth")
+        self._depth_connection = None
+        self._depth: tuple[float, int] | None = None  # (when measured, messages waiting)
+        self._measuring: asyncio.Future | None = None
 
     def _send(self, job_id: str) -> None:
         if self._producer is None:
@@ -89,12 +103,59 @@ class TaskSender:
                 pass
             self._producer = None
 
+    def _drop_depth_connection(self) -> None:
+        if self._depth_connection is not None:
+            try:
+                self._depth_connection.release()
+            except Exception:  # noqa: BLE001 - a broken connection is being thrown away
+                pass
+            self._depth_connection = None
+
+    def _measure_depth(self) -> int:
+        """Messages waiting in the job queue: a passive queue declare, on any broker (AMQP, Redis, Sentinel)."""
+        if self._depth_connection is None:
+            self._depth_connection = self.app.connection_for_read()
+        try:
+            declared = self._depth_connection.default_channel.queue_declare(
+                queue=self.app.tokenrelay_settings.queue_name, passive=True)
+            return declared.message_count
+        except ChannelError as exc:
+            self._drop_depth_connection()  # a refused declare closes the channel (AMQP)
+            if getattr(exc, "code", None) == 404 or "NOT_FOUND" in str(exc):
+                return 0  # not declared yet: nothing was ever queued
+            raise
+        except Exception:
+            self._drop_depth_connection()
+            raise
+
+    async def _measure(self) -> int:
+        started = time.monotonic()
+        depth = await asyncio.get_running_loop().run_in_executor(self._depth_executor, self._measure_depth)
+        self._depth = (started, depth)
+        return depth
+
+    async def queue_depth(self, max_age_s: float = QUEUE_DEPTH_MAX_AGE_S) -> int:
+        """Messages waiting in the job queue. `max_age_s` 0: measured now. Otherwise the last measurement
+        (0 before the first), and a new one starts in the background once it is `max_age_s` old."""
+        if not max_age_s:
+            return await self._measure()
+        now = time.monotonic()
+        if (self._depth is None or now - self._depth[0] >= max_age_s) and (
+                self._measuring is None or self._measuring.done()):
+            self._measuring = asyncio.ensure_future(self._measure())
+            self._measuring.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return self._depth[1] if self._depth is not None else 0
+
     async def send(self, job_id: str) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._send, job_id)
+        if self._depth is not None:  # until the next measurement, count what this process queued
+            self._depth = (self._depth[0], self._depth[1] + 1)
 
     def close(self) -> None:
         self._executor.submit(self._drop_producer).result()
         self._executor.shutdown()
+        self._depth_executor.submit(self._drop_depth_connection).result()
+        self._depth_executor.shutdown()
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)

@@ -9,7 +9,7 @@ from functools import cache
 from importlib.resources import files
 
 PRELUDE = "_prelude"
-SCRIPTS = ("cancel", "start", "finish", "claim_lost", "heartbeat")
+SCRIPTS = ("cancel", "start", "finish", "claim_lost", "renew", "untrack")
 
 
 def _read(name: str) -> str:

@@ -1,12 +1,12 @@
 -- Cancel a job. Returns {outcome, status}: {'missing'}, {'finished', <status>} (nothing to do),
 -- {'cancelled', 'cancelled'} (a queued job, ended here) or {'cancelling', <status>} (its worker stops it).
+-- One slot: the job's keys; `live` is its notification channel (same hash tag).
 local meta = KEYS[1]
 local events = KEYS[2]
-local running = KEYS[3]
-local job_id = ARGV[1]
-local end_data = ARGV[2]
-local finished_at = ARGV[3]
-local retention_s = ARGV[4]
+local end_data = ARGV[1]
+local finished_at = ARGV[2]
+local retention_s = ARGV[3]
+local live = ARGV[4]
 
 local status = redis.call('HGET', meta, 'status')
 if not status then return {'missing'} end
@@ -18,7 +18,7 @@ if status == 'queued' then
   redis.call('HSET', meta, 'status', 'cancelled', 'finished_at', finished_at, 'finish_reason', 'cancelled')
   redis.call('EXPIRE', meta, retention_s)
   redis.call('EXPIRE', events, retention_s)
-  redis.call('ZREM', running, job_id)
+  redis.call('SPUBLISH', live, '')
   return {'cancelled', 'cancelled'}
 end
 return {'cancelling', status}

@@ -5,14 +5,14 @@
 -- readers get their `end` instead of waiting for one that Redis refuses.
 local meta = KEYS[1]
 local events = KEYS[2]
-local running = KEYS[3]
-local job_id = ARGV[1]
-local attempt = ARGV[2]
-local end_id = ARGV[3]
-local end_data = ARGV[4]
-local retention_s = ARGV[5]
-local error_id = ARGV[6]  -- '' when there is no error entry to write
-local error_data = ARGV[7]
+local lease = KEYS[3]
+local attempt = ARGV[1]
+local end_id = ARGV[2]
+local end_data = ARGV[3]
+local retention_s = ARGV[4]
+local error_id = ARGV[5]  -- '' when there is no error entry to write
+local error_data = ARGV[6]
+local live = ARGV[7]  -- the job's notification channel
 local first_record_field = 8  -- the rest of ARGV: field/value pairs for the record
 
 local status = redis.call('HGET', meta, 'status')
@@ -24,5 +24,6 @@ redis.call('XADD', events, end_id, 'e', 'end', 'd', end_data)
 redis.call('HSET', meta, unpack(ARGV, first_record_field))
 redis.call('EXPIRE', meta, retention_s)
 redis.call('EXPIRE', events, retention_s)
-redis.call('ZREM', running, job_id)
+redis.call('DEL', lease)
+redis.call('SPUBLISH', live, '')
 return 'written'
