@@ -193,6 +193,7 @@ async def _finish(
     if written == FinishOutcome.SUPERSEDED:
         log.warning("job %s attempt %d superseded before it finished", stream.job_id, stream.attempt)
         return written
-    await services.scripts.untrack(stream.job_id)
+    # Looked at once more a lease from now: a failover of the job's primary may yet lose this end.
+    await services.scripts.settle(stream.job_id, int(time.time() * 1000) + services.lease_ms)
     log.info("job %s attempt %d %s (%d tokens)", stream.job_id, stream.attempt, status, outcome.tokens)
     return status

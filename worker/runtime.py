@@ -13,6 +13,10 @@ Deliberate choices (read before changing):
   traffic. Running jobs are also listed in the bucketed running index (tokenrelay/core/keys.py);
   reapers walk its buckets and hand jobs whose lease ran out back to the queue as a new attempt,
   unless their worker's liveness key is fresh.
+- A job that ended moves to the settling index for one lease, and a reaper then checks that its end is
+  still there. The end (in the job's slot) and the running index (another slot, maybe another primary)
+  are written apart: a failover that loses the end must not leave the job `running` with nothing that
+  watches it. Such a job is tracked again and, once its restored lease runs out, runs as a new attempt.
 """
 
 from __future__ import annotations
@@ -202,6 +206,28 @@ class WorkerRuntime:
                     metrics.leases_claimed.inc()
                     log.warning("job %s lost its worker; queued again", job_id)
                     await asyncio.to_thread(self.enqueue, job_id)
+        await self._check_settled(now_ms)
+
+    async def _check_settled(self, now_ms: int) -> None:
+        """Jobs that ended a lease ago: drop them from the settling index, unless a failover lost their end."""
+        services = self._services
+        async with services.redis.pipeline(transaction=False) as pipe:
+            for bucket in self.keys.settling_buckets:
+                pipe.zrangebyscore(bucket, "-inf", now_ms, start=0, num=REAP_BATCH, withscores=True)
+            due = {raw.decode(): score for entries in await pipe.execute() for raw, score in entries}
+        if not due:
+            return
+        outcomes = await services.scripts.claim_lost_many(list(due))
+        lost = [job_id for job_id, outcome in zip(due, outcomes) if outcome == ClaimOutcome.ALIVE]
+        if lost:  # the lease of the attempt that ended is back: watch it until it runs out
+            log.warning("jobs %s lost their end in a failover; watched again", ", ".join(lost))
+            await services.scripts.track(lost, now_ms + services.lease_ms)
+        for job_id, outcome in zip(due, outcomes):
+            if outcome == ClaimOutcome.CLAIMED:
+                worker_metrics().leases_claimed.inc()
+                log.warning("job %s lost its end in a failover; queued again", job_id)
+                await asyncio.to_thread(self.enqueue, job_id)
+        await services.scripts.unsettle(due)
 
     async def _worker_alive(self, job_id: str) -> bool:
         """The job's worker (recorded when it started) renewed its liveness key within a lease."""

@@ -75,6 +75,9 @@ class ResilientReader:
                 return
             parser = SSEParser()
             for text in response.iter_text():
+                if time.monotonic() > deadline:  # keepalives keep a stalled stream open: give up on it
+                    self.failure = f"deadline, stalled on {url} after {self.last_id}"
+                    return
                 for event in parser.feed(text):
                     self.events.append(event)
                     if event.event == "end":

@@ -87,12 +87,14 @@ def test_keys_share_the_job_hash_tag():
 def test_indexes_are_buckets_spread_over_slots():
     keys = Keys("tr")
     assert len(set(keys.running_buckets)) == len(set(keys.recent_buckets)) == INDEX_BUCKETS
+    assert len(set(keys.settling_buckets)) == INDEX_BUCKETS and keys.settling_buckets[3] == "tr:settling:03"
     assert keys.running_buckets[7] == "tr:running:07" and keys.recent_buckets[0] == "tr:recent:00"
     # A job's bucket comes from its id; ids spread over every bucket.
     assert keys.running(JOB_ID) == keys.running_buckets[bucket_of(JOB_ID)]
+    assert keys.settling(JOB_ID) == keys.settling_buckets[bucket_of(JOB_ID)]
     assert {bucket_of(protocol.new_job_id()) for _ in range(2_000)} == set(range(INDEX_BUCKETS))
     # Buckets spread over the slots of a cluster's masters (3 masters: 5461 slots each).
-    slots = {key_slot(key.encode()) // 5462 for key in keys.running_buckets + keys.recent_buckets}
+    slots = {key_slot(key.encode()) // 5462 for key in keys.running_buckets + keys.recent_buckets + keys.settling_buckets}
     assert slots == {0, 1, 2}
 
 

@@ -2,7 +2,7 @@
 
 Each script and transaction touches one Redis Cluster slot, and the same layout runs on one server:
 - a job's keys (record, stream, lease, notification channel) share the hash tag `{<job id>}`;
-- the indexes of running and recent jobs are split into `INDEX_BUCKETS` buckets (`<prefix>:running:07`),
+- the indexes of running, settling (just ended) and recent jobs are split into `INDEX_BUCKETS` buckets (`<prefix>:running:07`),
   keys of their own, so of their own slots, spread over a cluster's masters; a job belongs to one bucket
   of each, chosen from its id, and the reapers and the job list walk all buckets;
 - the worker heartbeats are one key, written one command at a time.
@@ -48,6 +48,7 @@ class Keys:
         self.outbox = f"{prefix}:outbox"  # zset: job id -> when its record was written (ms), task not confirmed
         self.running_buckets = [self._bucket("running", n) for n in range(INDEX_BUCKETS)]
         self.recent_buckets = [self._bucket("recent", n) for n in range(INDEX_BUCKETS)]
+        self.settling_buckets = [self._bucket("settling", n) for n in range(INDEX_BUCKETS)]
 
     def _bucket(self, index: str, number: int) -> str:
         return f"{self.prefix}:{index}:{number:02d}"
@@ -55,6 +56,11 @@ class Keys:
     def running(self, job_id: str) -> str:
         """The bucket of running jobs that holds `job_id` (zset: job id -> when to check its lease, ms)."""
         return self.running_buckets[bucket_of(job_id)]
+
+    def settling(self, job_id: str) -> str:
+        """The bucket of jobs whose end was just written, that holds `job_id` (zset: job id -> when to check
+        that the end is still there, ms): a failover may lose an end the old primary acknowledged."""
+        return self.settling_buckets[bucket_of(job_id)]
 
     def recent(self, job_id: str) -> str:
         """The bucket of recent jobs that holds `job_id` (zset: job id -> created, unix seconds)."""

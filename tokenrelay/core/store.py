@@ -219,3 +219,29 @@ class JobScripts:
             await self.redis.zrem(self.keys.running(job_id), job_id)
         else:
             await self._untrack(keys=[self.keys.running(job_id)], args=[job_id, score])
+
+    async def settle(self, job_id: str, check_at_ms: int) -> None:
+        """Move a job whose end was written from the running index to the settling one, in that order: the
+        end and the running entry live in different slots, and a failover of the job's primary may lose the
+        end after the entry was dropped; a reaper looks at the job once more at `check_at_ms`."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.keys.settling(job_id), {job_id: check_at_ms})
+            pipe.zrem(self.keys.running(job_id), job_id)
+            await pipe.execute()
+
+    async def claim_lost_many(self, job_ids: list[str]) -> list[ClaimOutcome]:
+        """`claim_lost` for several jobs, one pipelined round."""
+        script = load_script("claim_lost")  # EVAL: a cluster pipeline cannot load a script a new primary lacks
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.eval(script, 2, self.keys.meta(job_id), self.keys.lease(job_id))
+            replies = await pipe.execute()
+        return [ClaimOutcome(_text(reply)) for reply in replies]
+
+    async def unsettle(self, entries: dict[str, float]) -> None:
+        """Drop jobs (job id -> the score read) from the settling index, unless settled again since."""
+        script = load_script("untrack")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, score in entries.items():
+                pipe.eval(script, 1, self.keys.settling(job_id), job_id, score)
+            await pipe.execute()

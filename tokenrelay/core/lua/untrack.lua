@@ -1,4 +1,4 @@
--- Drop a job from its bucket of the running index, unless someone wrote its entry since `score` was read.
+-- Drop a job from its bucket of an index (running or settling), unless someone wrote its entry since `score` was read.
 local bucket = KEYS[1]
 local job_id = ARGV[1]
 local score = ARGV[2]
