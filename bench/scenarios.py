@@ -129,8 +129,10 @@ def _commands(impl: Implementation) -> int:
 
 
 # Readers of the live measurement join before the job's first token: tokenrelay's job waits this long per
-# reader (the demo model's `start_delay_s`), enough for 1,000 joins on a loaded 2-core machine.
-JOIN_ALLOWANCE_S_PER_READER = 0.005
+# reader (the demo model's `start_delay_s`, at least JOIN_ALLOWANCE_MIN_S): enough for 1,000 joins on a
+# loaded 2-core machine (`joined_before_first_token_s` says whether it was).
+JOIN_ALLOWANCE_S_PER_READER = 0.008
+JOIN_ALLOWANCE_MIN_S = 3.0
 
 
 async def _fanout_once(impl: Implementation, readers: int, tokens: int, tps: float,
@@ -141,7 +143,7 @@ async def _fanout_once(impl: Implementation, readers: int, tokens: int, tps: flo
     their first tokens come from history."""
     started = time.monotonic()
     if isinstance(impl, TokenRelay):
-        delay_s = 0.0 if late else max(1.0, readers * JOIN_ALLOWANCE_S_PER_READER)
+        delay_s = 0.0 if late else max(JOIN_ALLOWANCE_MIN_S, readers * JOIN_ALLOWANCE_S_PER_READER)
         status, job = await load.post_json(HOST, impl.port, "/v1/jobs", {
             "model": "demo", "prompt": "bench", "params": {"max_tokens": tokens, "tokens_per_second": tps,
                                                            "start_delay_s": delay_s}})
