@@ -51,6 +51,15 @@ def job_id_of(events_key: bytes) -> str:
     return events_key.decode().rsplit("{", 1)[1].split("}", 1)[0]
 
 
+class Cursor:
+    """Where one reader's stream is: the last entry the relay read for it (None: nothing yet)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self, last: EventId | None = None) -> None:
+        self.last = last
+
+
 class Reader:
     """One client's bounded queue of entries.
 
@@ -125,14 +134,23 @@ class Hub:
         return [(f"{at.attempt}-{at.seq + 1}".encode(), {b"e": events.ERROR.encode(), b"d": LOST_ERROR}),
                 (f"{at.attempt}-{at.seq + 2}".encode(), {b"e": END_EVENT, b"d": LOST_END})]
 
-    def deliver(self, entries: list[RawEntry]) -> None:
+    def deliver(self, entries: list[RawEntry]) -> tuple[int, int]:
+        """Hand the entries to every reader that wants them; (events, token events) handed out."""
+        events = tokens = 0
         for raw_id, fields in entries:
             entry = Entry.of(raw_id, fields, protocol.entry_to_sse(raw_id, fields))
             self.position = entry.id
-            view = EntryView(entry.kind, fields[b"d"]) if self.filtered else None
-            for reader in self.readers:
-                if reader.filter is None or reader.filter.accepts(view):
-                    reader.push(entry)
+            if self.filtered:
+                view = EntryView(entry.kind, fields[b"d"])
+                takers = [reader for reader in self.readers if reader.filter is None or reader.filter.accepts(view)]
+            else:
+                takers = self.readers
+            for reader in takers:
+                reader.push(entry)
+            events += len(takers)
+            if entry.kind == TOKEN_EVENT:
+                tokens += len(takers)
             if entry.kind == END_EVENT:
                 self.done = True
                 break
+        return events, tokens

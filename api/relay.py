@@ -23,9 +23,13 @@ Deliberate choices (read before changing):
   no event is dropped silently.
 - Keepalives come from one timer per process (`_keepalive_forever`), which wakes the readers that
   were quiet for a whole period: an idle stream holds no timer object of its own.
-- Readers asking for the same history range at the same time share one XRANGE (`_xrange`), and a
+- Readers asking for the same history range at the same time share one XRANGE (api/history.py), and a
   reader of a job this process already relays is admitted from the hub (`owner_of`): a burst of
   joins on one job costs Redis about one read, not a few commands per reader.
+- Per reader per live event, the work is one wake-up and one write: the hub counts what it hands out
+  for the metrics (one hook call per round, not per reader), a reader skips the ids it already has
+  only until its first new one (entries come in order), and the last id sent is kept in a `Cursor`
+  for a retry rather than parsed back out of the bytes.
 - After Redis failed (a read, or a subscription's connection), the pump checks that each followed job
   still has its record, until Redis answers. A Redis restarted without persistence has none: the job
   can never write its `end`, so its readers get a final `error` (job_lost) and `end` from the gateway
@@ -55,8 +59,6 @@ import os
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tokenrelay.core import protocol
 from tokenrelay.core.connections import RedisTarget, subscriber_connector
@@ -65,32 +67,14 @@ from tokenrelay.core.protocol import EventId
 from tokenrelay.core.shardsub import ShardSubscriber
 from tokenrelay.events import Event
 
-from .filters import EntryView, StreamFilter
-from .hubs import END_EVENT, TOKEN_EVENT, Entry, Hub, Reader, job_id_of
+from .filters import StreamFilter
+from .history import History
+from .hubs import END_EVENT, Cursor, Entry, Hub, Reader, job_id_of
+from .relay_hooks import RelayHooks
 
 log = logging.getLogger("tokenrelay.gateway.relay")
 
-HISTORY_RETRY_DELAYS_S = (0.1, 0.5, 1.0)
 RETRY_DELAY_S = 0.5
-
-
-class RelayHooks:
-    """What the relay reports as it works; each hook is a no-op here (api/metrics.py overrides them).
-
-    Hooks run inline on the event loop, in the relay's hot path: they must be quick and must not raise.
-    """
-
-    def on_read(self, entries: int) -> None:
-        """A round of reads (one pipeline of XRANGEs) returned, with `entries` entries of followed jobs."""
-
-    def on_read_failed(self, error: Exception) -> None:
-        """A round of reads failed; the relay retries by itself."""
-
-    def on_sent(self, events: int, tokens: int) -> None:
-        """One reader was handed `events` events, `tokens` of them `token` events."""
-
-    def on_reader_dropped(self) -> None:
-        """A reader fell `client_buffer_events` behind and was cut off (it resumes by id)."""
 
 
 class Relay:
@@ -112,7 +96,7 @@ class Relay:
         self._check_records = False
         self._task: asyncio.Task | None = None
         self._keepalive_task: asyncio.Task | None = None
-        self._reads_in_flight: dict[tuple[bytes, str, str], asyncio.Future] = {}
+        self.history = History(redis, history_batch, self.hooks.on_sent)
         self._stopping = False
 
     @property
@@ -194,14 +178,17 @@ class Relay:
                     self._mark(hub.key)
                 await asyncio.sleep(RETRY_DELAY_S)
                 continue
-            read = 0
+            read = sent = tokens = 0
             for hub, entries in zip(hubs, results):
                 read += len(entries)
                 if entries and hub.live and not hub.done:
-                    hub.deliver(entries)
+                    events, token_events = hub.deliver(entries)
+                    sent, tokens = sent + events, tokens + token_events
                     if len(entries) >= self.history_batch and not hub.done:
                         self._mark(hub.key)
             self.hooks.on_read(read)
+            if sent:
+                self.hooks.on_sent(sent, tokens)
 
     async def _keepalive_forever(self) -> None:
         """One timer for every stream of the process: each `keepalive_s`, a reader that got nothing
@@ -238,15 +225,22 @@ class Relay:
         return hub.owner if hub is not None and not hub.done else None
 
     async def follow(self, job_id: str, after: EventId | None, stream_filter: StreamFilter | None = None, *,
-                     fresh: bool = False, owner: str | None = None) -> AsyncIterator[bytes]:
+                     fresh: bool = False, owner: str | None = None,
+                     cursor: Cursor | None = None) -> AsyncIterator[bytes]:
         """SSE frames of a job after `after` (from the start if None), ending after `end`.
 
         `fresh`: the job was just created here and has no events yet, so there is no history to read.
         Ends early, without `end`, if the client falls too far behind; it then resumes by id.
         With a filter, only the events it accepts are sent; `last` still tracks every entry read.
+        `cursor.last`: the last entry read for this reader, for a retry after a Redis error.
         """
-        async for batch in self._follow(job_id, after, stream_filter, fresh, owner):
-            yield protocol.KEEPALIVE_FRAME if batch is None else b"".join([entry.sse() for entry in batch])
+        async for batch in self._follow(job_id, after, stream_filter, fresh, owner, cursor):
+            if batch is None:
+                yield protocol.KEEPALIVE_FRAME
+            elif len(batch) == 1:  # the usual live case: the hub's bytes as they are
+                yield batch[0].sse()
+            else:
+                yield b"".join([entry.sse() for entry in batch])
 
     async def follow_events(self, job_id: str, after: EventId | None = None,
                             stream_filter: StreamFilter | None = None, *,
@@ -260,13 +254,16 @@ class Relay:
                 yield Event(id=entry.raw_id.decode(), event=entry.kind.decode(), data=json.loads(entry.fields[b"d"]))
 
     async def _follow(self, job_id: str, after: EventId | None, stream_filter: StreamFilter | None,
-                      fresh: bool, owner: str | None = None) -> AsyncIterator[list[Entry] | None]:
+                      fresh: bool, owner: str | None = None,
+                      cursor: Cursor | None = None) -> AsyncIterator[list[Entry] | None]:
         """Batches of a job's entries after `after`; None for each keepalive."""
         key = self.keys.events(job_id).encode()
         last = after
+        cursor = cursor if cursor is not None else Cursor()
         # 1. History, straight from Redis.
         if not fresh:
-            async for batch, last, ended in self._history(key, last, None, stream_filter):
+            async for batch, last, ended in self.history.read(key, last, None, stream_filter):
+                cursor.last = last
                 if batch:  # a filter may leave a batch empty; `last` still moves past it
                     yield batch
                 if ended:
@@ -285,13 +282,14 @@ class Relay:
                 hub.live, hub.position = True, last
                 await self._start_hub(hub)
             elif hub.position is not None and (last is None or hub.position > last):
-                async for batch, last, ended in self._history(key, last, hub.position, stream_filter):
+                async for batch, last, ended in self.history.read(key, last, hub.position, stream_filter):
+                    cursor.last = last
                     if batch:
                         yield batch
                     if ended:
                         return
             # 3. Live.
-            async for batch in self._live(reader, last):
+            async for batch in self._live(reader, last, cursor):
                 yield batch
         finally:
             hub.readers.discard(reader)
@@ -301,53 +299,8 @@ class Relay:
                 if hub.live:
                     self._end_hub(hub)
 
-    async def _history(self, key: bytes, after: EventId | None, until: EventId | None,
-                       stream_filter: StreamFilter | None = None):
-        start = "-" if after is None else f"({after}"
-        end = "+" if until is None else str(until)
-        while True:
-            entries = await self._xrange(key, start, end)
-            if not entries:
-                return
-            batch, last, ended, tokens = [], after, False, 0
-            for raw_id, fields in entries:
-                entry = Entry.of(raw_id, fields)
-                last = entry.id
-                if stream_filter is None or stream_filter.accepts(EntryView(entry.kind, fields[b"d"])):
-                    batch.append(entry)
-                    tokens += entry.kind == TOKEN_EVENT
-                if entry.kind == END_EVENT:
-                    ended = True
-                    break
-            after = last
-            if batch:
-                self.hooks.on_sent(len(batch), tokens)
-            yield batch, last, ended
-            if ended or len(entries) < self.history_batch:
-                return
-            start = f"({last}"
-
-    async def _xrange(self, key: bytes, start: str, end: str) -> list:
-        """Readers asking for the same range at the same time share one read (singleflight). The
-        read runs in a task of its own, so a reader that leaves does not cut it short for the others."""
-        flight = (key, start, end)
-        shared = self._reads_in_flight.get(flight)
-        if shared is None:
-            shared = self._reads_in_flight[flight] = asyncio.ensure_future(self._xrange_retrying(key, start, end))
-            shared.add_done_callback(lambda _: self._reads_in_flight.pop(flight, None))
-        return await asyncio.shield(shared)
-
-    async def _xrange_retrying(self, key: bytes, start: str, end: str) -> list:
-        for delay in (*HISTORY_RETRY_DELAYS_S, None):
-            try:
-                return await self.redis.xrange(key, start, end, count=self.history_batch)
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                if delay is None:
-                    raise
-                log.warning("history read failed, retrying: %s", exc)
-                await asyncio.sleep(delay)
-
-    async def _live(self, reader: Reader, last: EventId | None) -> AsyncIterator[list[Entry] | None]:
+    async def _live(self, reader: Reader, last: EventId | None, cursor: Cursor) -> AsyncIterator[list[Entry] | None]:
+        skip_to = last  # entries come in order: once one is past `last`, so is every later one
         while True:
             await reader.wait()
             if reader.ping and not reader.entries:
@@ -355,20 +308,20 @@ class Relay:
                 yield None  # a keepalive
                 continue
             reader.ping = False
-            batch, ended, tokens = [], False, 0
-            while reader.entries:
-                entry = reader.entries.popleft()
-                if last is not None and entry.id <= last:
-                    continue
+            batch, ended = [], False
+            entries = reader.entries
+            while entries:
+                entry = entries.popleft()
+                if skip_to is not None:
+                    if entry.id <= skip_to:
+                        continue
+                    skip_to = None
                 batch.append(entry)
-                last = entry.id
-                if entry.kind == TOKEN_EVENT:
-                    tokens += 1
-                elif entry.kind == END_EVENT:
+                if entry.kind == END_EVENT:
                     ended = True
                     break
             if batch:
-                self.hooks.on_sent(len(batch), tokens)
+                cursor.last = batch[-1].id
                 yield batch
             if ended:
                 return

@@ -74,6 +74,10 @@ class GenerationParams(BaseModel):
     tokens_per_second: float | None = Field(
         default=None, ge=0, le=100_000, description="`demo` model only: its pace (0 = as fast as possible)."
     )
+    start_delay_s: float | None = Field(
+        default=None, ge=0, le=60, description="`demo` model only: seconds it waits before its first token "
+        "(so readers can join a job before it produces anything)."
+    )
 
     @model_validator(mode="after")
     def _check_stop(self) -> "GenerationParams":

@@ -25,6 +25,7 @@ from tokenrelay.core.protocol import EventId
 
 from .event_stream import EventStreamResponse
 from .filters import StreamFilter
+from .hubs import Cursor
 from .quotas import STREAM_LIMIT_FRAME
 
 log = logging.getLogger("tokenrelay.gateway")
@@ -33,15 +34,6 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_RETRY_FRAME = b"retry: 1000\n\n"
 STREAM_RETRY_S = 30.0
 STREAM_RETRY_DELAY_S = 0.5
-
-
-def _last_id(chunk: bytes, last: EventId | None) -> EventId | None:
-    # Frames are `id: ...\nevent: ...\ndata: <one JSON line>\n\n`: a raw newline only ends a field.
-    position = chunk.rfind(b"\nid: ")
-    start = position + 1 if position >= 0 else (0 if chunk.startswith(b"id: ") else -1)
-    if start < 0:
-        return last
-    return EventId.parse(chunk[start + 4:chunk.index(b"\n", start)].decode())
 
 
 def _interrupted_frames(job_id: str) -> bytes:
@@ -63,11 +55,12 @@ def sse_response(request: Request, job_id: str, after: EventId | None, headers: 
     state = request.app.state
 
     async def frames():
-        last, from_start, give_up_at = after, fresh, None
+        cursor, from_start, give_up_at = Cursor(after), fresh, None
         while True:
             try:
-                async for chunk in state.relay.follow(job_id, last, stream_filter, fresh=from_start, owner=owner):
-                    last, give_up_at = _last_id(chunk, last), None
+                async for chunk in state.relay.follow(job_id, cursor.last, stream_filter, fresh=from_start,
+                                                      owner=owner, cursor=cursor):
+                    give_up_at = None
                     yield chunk
                 return
             except RedisError as exc:

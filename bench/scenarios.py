@@ -128,11 +128,25 @@ def _commands(impl: Implementation) -> int:
         client.close()
 
 
-async def _fanout_once(impl: Implementation, readers: int, tokens: int, tps: float) -> tuple[list, int, float]:
-    """Readings, Redis commands and gateway CPU seconds of one job read by `readers` clients."""
+# Readers of the live measurement join before the job's first token: tokenrelay's job waits this long per
+# reader (the demo model's `start_delay_s`, at least JOIN_ALLOWANCE_MIN_S): enough for 1,000 joins on a
+# loaded 2-core machine (`joined_before_first_token_s` says whether it was).
+JOIN_ALLOWANCE_S_PER_READER = 0.008
+JOIN_ALLOWANCE_MIN_S = 3.0
+
+
+async def _fanout_once(impl: Implementation, readers: int, tokens: int, tps: float,
+                       late: bool = False) -> tuple[list, int, float, float]:
+    """Readings, Redis commands, gateway CPU seconds of one job read by `readers` clients, and how long
+    before its first token they had all joined (negative: after it). Readers join before the job's first
+    token, as a broadcast's subscribers do; `late` (tokenrelay only): they join as the job starts, so
+    their first tokens come from history."""
+    started = time.monotonic()
     if isinstance(impl, TokenRelay):
+        delay_s = 0.0 if late else max(JOIN_ALLOWANCE_MIN_S, readers * JOIN_ALLOWANCE_S_PER_READER)
         status, job = await load.post_json(HOST, impl.port, "/v1/jobs", {
-            "model": "demo", "prompt": "bench", "params": {"max_tokens": tokens, "tokens_per_second": tps}})
+            "model": "demo", "prompt": "bench", "params": {"max_tokens": tokens, "tokens_per_second": tps,
+                                                           "start_delay_s": delay_s}})
         path = f"/v1/jobs/{job['id']}/stream"
     else:  # naive relay and direct's in-process broadcast: readers subscribe, then the job starts
         job_id = f"fanout{time.monotonic_ns()}"
@@ -141,18 +155,20 @@ async def _fanout_once(impl: Implementation, readers: int, tokens: int, tps: flo
     connected = [asyncio.Event() for _ in range(readers)]
     tasks = [asyncio.create_task(load.read_sse(HOST, impl.port, path, connected=c)) for c in connected]
     await asyncio.gather(*(c.wait() for c in connected))
-    if not isinstance(impl, TokenRelay):
+    if isinstance(impl, TokenRelay):
+        margin_s = delay_s - (time.monotonic() - started)
+    else:
         await asyncio.sleep(0.5)  # let every subscription land before the job starts
+        margin_s = 0.5
         await load.request(HOST, impl.port, "POST", f"/jobs/{job_id}?max_tokens={tokens}&tps={tps}", b"")
     readings = await asyncio.gather(*tasks)
-    return readings, _commands(impl) - commands_before, impl.gateway_cpu() - cpu_before
+    return readings, _commands(impl) - commands_before, impl.gateway_cpu() - cpu_before, margin_s
 
 
-async def fanout(impl: Implementation, sizes: Sizes) -> dict:
-    """One job, many readers. Redis commands = a * tokens + b * readers: a run with one reader gives a."""
+async def _fanout_figures(impl: Implementation, sizes: Sizes, late: bool) -> dict:
     tps, tokens = 50, sizes.fanout_tokens
-    _, commands_alone, cpu_alone = await _fanout_once(impl, 1, tokens, tps)
-    readings, commands, cpu = await _fanout_once(impl, sizes.fanout_readers, tokens, tps)
+    _, commands_alone, cpu_alone, _ = await _fanout_once(impl, 1, tokens, tps, late)
+    readings, commands, cpu, margin_s = await _fanout_once(impl, sizes.fanout_readers, tokens, tps, late)
     lags = [lag for r in readings for lag in r.lags_s]
     added = max(sizes.fanout_readers - 1, 1)
     figures = {
@@ -165,13 +181,29 @@ async def fanout(impl: Implementation, sizes: Sizes) -> dict:
             "redis_commands_per_token": commands / tokens,
             "redis_commands_per_added_reader": (commands - commands_alone) / added,
         })
-    return {
-        **figures,
+    figures.update({
         # Joining and reading the whole job (its tokens, once each) costs the gateway this much per reader.
         "gateway_cpu_us_per_added_reader": (cpu - cpu_alone) / added * 1e6,
         "readers_complete": sum(r.tokens == tokens for r in readings),
         "readers": sizes.fanout_readers,
-    }
+    })
+    if not late:  # > 0: every reader had joined before the first token, as the comparison needs
+        figures["joined_before_first_token_s"] = margin_s
+    return figures
+
+
+async def fanout(impl: Implementation, sizes: Sizes) -> dict:
+    """One job, many readers. Redis commands = a * tokens + b * readers: a run with one reader gives a.
+
+    The unprefixed figures compare like for like, a live broadcast: every side's readers join before the
+    job's first token. `late_join_*` (tokenrelay only: direct and naive cannot serve a reader that joins
+    after the start) are the same figures for readers that join as the job starts, whose first tokens
+    come from the stream's history."""
+    figures = await _fanout_figures(impl, sizes, late=False)
+    if isinstance(impl, TokenRelay):
+        late = await _fanout_figures(impl, sizes, late=True)
+        figures.update({f"late_join_{name}": value for name, value in late.items()})
+    return figures
 
 
 # -- 4. time to first token ---------------------------------------------------------------------------

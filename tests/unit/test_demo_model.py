@@ -129,3 +129,33 @@ def test_async_pacing_sets_a_lower_bound_on_duration():
 
     count, elapsed = asyncio.run(run())
     assert count == 20 and elapsed >= 0.19
+
+
+def test_start_delay_holds_back_the_first_token_and_keeps_the_pace_after_it():
+    model = DemoChatModel(max_tokens=5, tokens_per_second=100, start_delay_s=0.2)
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        started, arrivals = loop.time(), []
+        async for chunk in model.astream("late"):
+            if chunk.content:
+                arrivals.append(loop.time() - started)
+        return arrivals
+
+    arrivals = asyncio.run(run())
+    assert len(arrivals) == 5 and arrivals[0] >= 0.2
+    assert arrivals[-1] >= 0.2 + 0.05  # the pace counts from the end of the delay
+
+
+def test_start_delay_is_a_demo_param_bounded_by_the_schema():
+    from pydantic import ValidationError
+
+    from api.schemas import GenerationParams as RequestParams
+    from tokenrelay.engine.models import GenerationParams
+
+    assert GenerationParams.from_dict({"start_delay_s": 1.5}, 10).start_delay_s == 1.5
+    assert GenerationParams.from_dict({}, 10).start_delay_s == 0.0
+    with pytest.raises(ValidationError):
+        RequestParams(start_delay_s=61)
+    with pytest.raises(ValidationError):
+        RequestParams(start_delay_s=-1)

@@ -36,7 +36,7 @@ def test_concurrent_history_reads_of_one_range_are_one_xrange(redis_server):
                       keepalive_s=15)
         try:
             before = _xrange_calls(redis_server.url)
-            results = await asyncio.gather(*(relay._xrange(key.encode(), "-", "+") for _ in range(50)))
+            results = await asyncio.gather(*(relay.history._xrange(key.encode(), "-", "+") for _ in range(50)))
             return results, _xrange_calls(redis_server.url) - before
         finally:
             await client.aclose()

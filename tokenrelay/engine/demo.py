@@ -87,10 +87,12 @@ def _truncate_at_stop(tokens: list[str], stop: list[str] | None) -> tuple[list[s
 
 
 class DemoChatModel(BaseChatModel):
-    """Streams `max_tokens` tokens derived from the prompt at `tokens_per_second` (0 = no pacing)."""
+    """Streams `max_tokens` tokens derived from the prompt at `tokens_per_second` (0 = no pacing), after
+    `start_delay_s` (the benchmark's readers join a job before its first token, as a broadcast's do)."""
 
     max_tokens: int = 64
     tokens_per_second: float = 30.0
+    start_delay_s: float = 0.0
     stop: list[str] | None = None
     model_name: str = "demo"
 
@@ -149,6 +151,8 @@ class DemoChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
+        if self.start_delay_s > 0:
+            time.sleep(self.start_delay_s)
         started = time.monotonic()
         for index, chunk in enumerate(self._chunks(messages, stop, kwargs.get("tools"), kwargs.get("tool_choice"))):
             delay = self._delay_s(index, started, time.monotonic())
@@ -166,6 +170,8 @@ class DemoChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         loop = asyncio.get_running_loop()
+        if self.start_delay_s > 0:
+            await asyncio.sleep(self.start_delay_s)
         started = loop.time()
         for index, chunk in enumerate(self._chunks(messages, stop, kwargs.get("tools"), kwargs.get("tool_choice"))):
             # Always yield to the loop, so a fast demo job cannot starve the others.

@@ -18,6 +18,7 @@ class GenerationParams:
     temperature: float | None = None
     stop: tuple[str, ...] = ()
     tokens_per_second: float | None = None  # demo only: pace of the offline model
+    start_delay_s: float = 0.0  # demo only: a wait before its first token
 
     @classmethod
     def from_dict(cls, raw: dict, default_max_tokens: int) -> "GenerationParams":
@@ -27,6 +28,7 @@ class GenerationParams:
             temperature=raw.get("temperature"),
             stop=tuple([stop] if isinstance(stop, str) else stop),
             tokens_per_second=raw.get("tokens_per_second"),
+            start_delay_s=float(raw.get("start_delay_s") or 0.0),
         )
 
 
@@ -35,7 +37,8 @@ def build_chat_model(name: str, params: GenerationParams, settings: Settings) ->
     check_model(name, settings)
     if name == "demo":
         pace = 30.0 if params.tokens_per_second is None else params.tokens_per_second
-        return DemoChatModel(max_tokens=params.max_tokens, tokens_per_second=pace, stop=list(params.stop) or None)
+        return DemoChatModel(max_tokens=params.max_tokens, tokens_per_second=pace, stop=list(params.stop) or None,
+                             start_delay_s=params.start_delay_s)
     if name.startswith(OPENAI_PREFIX):
         from langchain_openai import ChatOpenAI
 
