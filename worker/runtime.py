@@ -68,6 +68,8 @@ class WorkerRuntime:
         self._background: list[asyncio.Task] = []
         self._ready = threading.Event()
         self._closing = False
+        self._settled_checked_ms = 0
+        self._settling_backlog = False  # the last look found a full batch: look again at the next round
 
     # -- lifecycle, called from Celery's threads -------------------------------------------------
 
@@ -206,17 +208,22 @@ class WorkerRuntime:
                     metrics.leases_claimed.inc()
                     log.warning("job %s lost its worker; queued again", job_id)
                     await asyncio.to_thread(self.enqueue, job_id)
-        await self._check_settled(now_ms)
+        # Ended jobs are due a lease after their end: looking twice a lease is soon enough, and cheaper.
+        if self._settling_backlog or now_ms - self._settled_checked_ms >= services.lease_ms / 2:
+            self._settled_checked_ms = now_ms
+            self._settling_backlog = await self._check_settled(now_ms)
 
-    async def _check_settled(self, now_ms: int) -> None:
-        """Jobs that ended a lease ago: drop them from the settling index, unless a failover lost their end."""
+    async def _check_settled(self, now_ms: int) -> bool:
+        """Jobs that ended a lease ago: drop them from the settling index, unless a failover lost their end.
+        True if a bucket had more due than one batch."""
         services = self._services
         async with services.redis.pipeline(transaction=False) as pipe:
             for bucket in self.keys.settling_buckets:
                 pipe.zrangebyscore(bucket, "-inf", now_ms, start=0, num=REAP_BATCH, withscores=True)
-            due = {raw.decode(): score for entries in await pipe.execute() for raw, score in entries}
+            batches = await pipe.execute()
+        due = {raw.decode(): score for entries in batches for raw, score in entries}
         if not due:
-            return
+            return False
         outcomes = await services.scripts.claim_lost_many(list(due))
         lost = [job_id for job_id, outcome in zip(due, outcomes) if outcome == ClaimOutcome.ALIVE]
         if lost:  # the lease of the attempt that ended is back: watch it until it runs out
@@ -228,6 +235,7 @@ class WorkerRuntime:
                 log.warning("job %s lost its end in a failover; queued again", job_id)
                 await asyncio.to_thread(self.enqueue, job_id)
         await services.scripts.unsettle(due)
+        return any(len(entries) >= REAP_BATCH for entries in batches)
 
     async def _worker_alive(self, job_id: str) -> bool:
         """The job's worker (recorded when it started) renewed its liveness key within a lease."""
