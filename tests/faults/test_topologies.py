@@ -213,8 +213,8 @@ def test_an_end_a_failover_lost_runs_the_job_again(redis_server, fault_settings)
             summary = check_reader(list(reader.stream(job_id)), final)
         assert (summary["attempt"], summary["tokens"], summary["resets"]) == (2, 20, 1)
         # Once its second end has settled, the job leaves every index the reapers walk.
-        prefix = fault_settings["key_prefix"]
-        indexes = [f"{prefix}:{index}:{n:02d}" for index in ("running", "settling") for n in range(16)]
+        key_prefix = fault_settings["key_prefix"]
+        indexes = [f"{key_prefix}:{index}:{n:02d}" for index in ("running", "settling") for n in range(16)]
         wait_until(lambda: not any(client.zscore(key, job_id) for key in indexes), timeout_s=20,
                    message="the job to leave the running and settling indexes")
         client.close()
