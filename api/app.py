@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis, RedisCluster
 
 from tokenrelay import __version__
-from tokenrelay.core.connections import async_client
+from tokenrelay.core.connections import async_client, parse_redis_url
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
@@ -55,9 +55,10 @@ def _task_sender(settings: Settings, redis: Redis | RedisCluster, celery_app) ->
         return RedisTaskSender(redis, settings.queue_name)
     if not is_redis_broker(settings.broker_url):
         return TaskSender(celery_app)
-    broker = Redis.from_url(settings.broker_url, socket_timeout=COMMAND_TIMEOUT_S, socket_connect_timeout=3,
-                            socket_keepalive=True, max_connections=settings.redis_pool_size,
-                            client_name=f"tokenrelay-gateway-broker:{os.getpid()}")
+    # A blocking pool: a send waits for a free connection (within the submit's deadline) instead of failing.
+    broker = async_client(parse_redis_url(settings.broker_url), max_connections=settings.redis_pool_size,
+                          pool_wait_s=POOL_WAIT_S, socket_timeout=COMMAND_TIMEOUT_S,
+                          client_name=f"tokenrelay-gateway-broker:{os.getpid()}")
     return RedisTaskSender(broker, settings.queue_name, owns_client=True)
 
 
