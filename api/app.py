@@ -16,6 +16,7 @@ from tokenrelay.core.connections import async_client
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
+from tokenrelay.core.submit import SubmitScript, one_step_possible
 from tokenrelay.core.task_message import RedisTaskSender, is_redis_broker
 from tokenrelay.core.tasks import TaskSender, create_celery_app
 
@@ -88,6 +89,8 @@ def create_app(settings: Settings) -> FastAPI:
         state.settings, state.keys, state.redis, state.relay = settings, keys, redis, relay
         state.scripts = JobScripts(redis, keys)
         state.tasks = _task_sender(settings, redis, celery_app)
+        # One round trip per submit where the broker is the job store's one server (api/admission.py).
+        state.submit_script = SubmitScript(redis, keys, settings, state.tasks) if one_step_possible(settings) else None
         state.started_at = int(time.time())
         state.stream_tokens = stream_tokens
         state.reader_slots = ReaderSlots(settings.max_readers_per_job)

@@ -21,7 +21,7 @@ import uuid
 from redis.asyncio import Redis
 
 from .protocol import check_job_id
-from .tasks import TASK_NAME
+from .tasks import TASK_NAME, DepthGauge
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -67,17 +67,16 @@ class RedisTaskSender:
         self.queue = queue
         self.origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._owns_client = owns_client
+        self._depth = DepthGauge(lambda: self.redis.llen(self.queue))
 
     async def send(self, job_id: str) -> None:
         await self.redis.lpush(self.queue, task_message(job_id, self.queue, self.origin))
+        self._depth.sent()
 
     async def queue_depth(self, max_age_s: float = 0.0) -> int:
-        """Task messages waiting in the queue (the list's length)."""
-        return await self.redis.llen(self.queue)
-
-    async def queue_depth(self, max_age_s: float = 0.0) -> int:
-        """Task messages waiting in the queue (the list's length)."""
-        return await self.redis.llen(self.queue)
+        """Task messages waiting in the queue: the list's length, now (`max_age_s` 0) or as a submit
+        reads it, at most `max_age_s` old plus what this process sent since (see DepthGauge)."""
+        return await self._depth.get(max_age_s)
 
     async def aclose(self) -> None:
         if self._owns_client:
