@@ -9,7 +9,7 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 
 from tokenrelay import __version__
 from tokenrelay.core.connections import async_client
@@ -56,9 +56,13 @@ def _task_sender(settings: Settings, redis: Redis | RedisCluster, celery_app) ->
         return RedisTaskSender(redis, settings.queue_name)
     if not is_redis_broker(settings.broker_url):
         return TaskSender(celery_app)
-    broker = Redis.from_url(settings.broker_url, socket_timeout=COMMAND_TIMEOUT_S, socket_connect_timeout=3,
-                            socket_keepalive=True, max_connections=settings.redis_pool_size,
-                            client_name=f"tokenrelay-gateway-broker:{os.getpid()}")
+    # Sends wait for a connection, as on the job store's pool: a capped pool that refuses would turn a
+    # burst of submits (up to twice the pool at once) into refused tasks.
+    pool = BlockingConnectionPool.from_url(settings.broker_url, socket_timeout=COMMAND_TIMEOUT_S,
+                                           socket_connect_timeout=3, socket_keepalive=True,
+                                           max_connections=settings.redis_pool_size, timeout=POOL_WAIT_S,
+                                           client_name=f"tokenrelay-gateway-broker:{os.getpid()}")
+    broker = Redis.from_pool(pool)  # closed with the client
     return RedisTaskSender(broker, settings.queue_name, owns_client=True)
 
 
