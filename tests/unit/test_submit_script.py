@@ -36,7 +36,8 @@ def run(url: str, scenario, **limits) -> None:
         keys = Keys(f"test{uuid.uuid4().hex}")
         settings = settings_for(url, queue_name=f"{keys.prefix}:queue", **limits)
         try:
-            await scenario(redis, keys, SubmitScript(redis, keys, settings, RedisTaskSender(redis, settings.queue_name)))
+            sender = RedisTaskSender(redis, settings.queue_name)
+            await scenario(redis, keys, SubmitScript(redis, keys, settings, sender))
         finally:
             await redis.aclose()
 
