@@ -20,7 +20,8 @@ Deliberate choices (read before changing):
 - In one step, a script whose answer did not come back (the deadline, a dropped connection) may have
   run: the refused submit withdraws its job once Redis answers (a worker that pops its task then
   finds no record and runs nothing). Only a worker that started it in between keeps it running;
-  its Idempotency-Key then still names it, so a retry with the key gets that job.
+  its Idempotency-Key then still names it, so a retry with the key gets that job. (Waiting for the
+  answer past the deadline once the script is sent would close that gap: not done yet.)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tokenrelay.core.submit import NewJob
 from tokenrelay.errors import Overloaded, ServiceUnavailable, TokenRelayError
 
 from . import idempotency, outbox
+from .backpressure import PoolExhausted
 from .quotas import (active_full, active_key, admit_active_job, check_queue_depth, drop_finished, queue_full,
                      release_active_job)
 
@@ -194,6 +196,17 @@ async def admit(state, sub: Submission) -> JobRecord | str:
     return await _admit_step_by_step(state, sub)
 
 
+async def _run_script(state, job: NewJob):
+    """submit.lua, waiting for a pooled connection as long as the submit's deadline lasts. The pool's own
+    wait (POOL_WAIT_S) can run out first during a burst: a waiter woken for a freed connection may find
+    it taken by a newer caller (the pool does not queue them), and nothing was sent then."""
+    while True:
+        try:
+            return await state.submit_script(job)
+        except PoolExhausted:
+            continue
+
+
 def _saturated(state, sub: Submission) -> Overloaded:
     log.warning("submit of job %s refused: the gateway is saturated", sub.job_id)
     return Overloaded("this gateway is saturated; retry later", retry_after_s=state.submit_gate.retry_after_s())
@@ -208,12 +221,14 @@ async def _admit_in_one_step(state, sub: Submission) -> JobRecord | str:
     deadline = asyncio.get_running_loop().time() + state.settings.submit_timeout_s
     try:
         async with asyncio.timeout_at(deadline):
-            admitted = await state.submit_script(job)
+            admitted = await _run_script(state, job)
             if admitted.outcome is SubmitOutcome.ACTIVE_FULL and await drop_finished(
                     state.redis, state.keys, job.active_key, job.job_id):
-                admitted = await state.submit_script(job)
-    except TimeoutError:  # busy, as in _admit_step_by_step
+                admitted = await _run_script(state, job)
+    except TimeoutError:  # busy, as step by step; the script may have run: withdraw its job
         forget_later(state, sub, _withdraw)
+        raise _saturated(state, sub) from None
+    except PoolExhausted:  # no connection came free (drop_finished): nothing was sent, and this gateway is busy
         raise _saturated(state, sub) from None
     except asyncio.CancelledError:
         raise

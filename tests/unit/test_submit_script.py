@@ -125,3 +125,15 @@ def test_one_step_only_where_the_job_store_is_one_server_and_the_broker():
     assert not one_step_possible(Settings(redis_url="redis://h:1/0", broker_url="redis://h:1/1"))
     assert not one_step_possible(Settings(redis_url="redis://h:1/0", broker_url="amqp://guest@h//"))
     assert not one_step_possible(Settings(redis_url="redis+cluster://h:1,h:2", broker_url="redis://b:1/0"))
+
+
+def test_a_retry_of_the_same_script_is_admitted_once(redis_server):
+    # The client library retries a command whose answer was lost: the script may have run already.
+    async def scenario(redis, keys, submit):
+        job = new_job(keys, idempotency=(keys.idempotency(OWNER, "k"), "same digest"))
+        first, again = await submit(job), await submit(job)
+        assert first.outcome is again.outcome is SubmitOutcome.ADMITTED
+        assert await redis.zcard(job.active_key) == 1 and await redis.hget(keys.meta(job.job_id), "attempt") == b"0"
+        assert await redis.llen(submit.queue) == 1  # the key tells the retry it ran: nothing written again
+
+    run(redis_server.url, scenario)

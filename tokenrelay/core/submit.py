@@ -72,6 +72,8 @@ class SubmitScript:
                 idempotency_value, *flat]
         reply = await self._script(keys=keys, args=args)
         outcome = SubmitOutcome(reply[0].decode())
+        if outcome is SubmitOutcome.HELD and idempotency_value and reply[1].decode() == idempotency_value:
+            outcome = SubmitOutcome.ADMITTED  # a retry of this very script (its first answer was lost): it ran
         if outcome is SubmitOutcome.ADMITTED:
             return Admitted(outcome, record=record_of(fields))
         return Admitted(outcome, held=reply[1] if outcome is SubmitOutcome.HELD else None)
