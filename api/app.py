@@ -9,13 +9,14 @@ import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 
 from tokenrelay import __version__
-from tokenrelay.core.connections import async_client, parse_redis_url
+from tokenrelay.core.connections import async_client
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
+from tokenrelay.core.submit import SubmitScript, one_step_possible
 from tokenrelay.core.task_message import RedisTaskSender, is_redis_broker
 from tokenrelay.core.tasks import TaskSender, create_celery_app
 
@@ -55,10 +56,13 @@ def _task_sender(settings: Settings, redis: Redis | RedisCluster, celery_app) ->
         return RedisTaskSender(redis, settings.queue_name)
     if not is_redis_broker(settings.broker_url):
         return TaskSender(celery_app)
-    # A blocking pool: a send waits for a free connection (within the submit's deadline) instead of failing.
-    broker = async_client(parse_redis_url(settings.broker_url), max_connections=settings.redis_pool_size,
-                          pool_wait_s=POOL_WAIT_S, socket_timeout=COMMAND_TIMEOUT_S,
-                          client_name=f"tokenrelay-gateway-broker:{os.getpid()}")
+    # Sends wait for a connection, as on the job store's pool: a capped pool that refuses would turn a
+    # burst of submits (up to twice the pool at once) into refused tasks.
+    pool = BlockingConnectionPool.from_url(settings.broker_url, socket_timeout=COMMAND_TIMEOUT_S,
+                                           socket_connect_timeout=3, socket_keepalive=True,
+                                           max_connections=settings.redis_pool_size, timeout=POOL_WAIT_S,
+                                           client_name=f"tokenrelay-gateway-broker:{os.getpid()}")
+    broker = Redis.from_pool(pool)  # closed with the client
     return RedisTaskSender(broker, settings.queue_name, owns_client=True)
 
 
@@ -89,6 +93,8 @@ def create_app(settings: Settings) -> FastAPI:
         state.settings, state.keys, state.redis, state.relay = settings, keys, redis, relay
         state.scripts = JobScripts(redis, keys)
         state.tasks = _task_sender(settings, redis, celery_app)
+        # One round trip per submit where the broker is the job store's one server (api/admission.py).
+        state.submit_script = SubmitScript(redis, keys, settings, state.tasks) if one_step_possible(settings) else None
         state.started_at = int(time.time())
         state.stream_tokens = stream_tokens
         state.reader_slots = ReaderSlots(settings.max_readers_per_job)

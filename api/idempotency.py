@@ -35,7 +35,7 @@ def _ttl_s(state) -> int:
     return int(state.settings.retention_s + state.settings.job_timeout_s)
 
 
-def _held(raw: bytes | None, body_digest: str) -> str | None:
+def held(raw: bytes | None, body_digest: str) -> str | None:
     if raw is None:
         return None
     job_id, _, held_digest = raw.decode().partition(" ")
@@ -44,17 +44,22 @@ def _held(raw: bytes | None, body_digest: str) -> str | None:
     return job_id
 
 
+def entry(state, principal, key: str, body_digest: str, job_id: str) -> tuple[str, str]:
+    """The key's name and the value that claims it for `job_id` (what claim() sets; submit.lua too)."""
+    return state.keys.idempotency(principal.name, key), f"{job_id} {body_digest}"
+
+
 async def lookup(state, principal, key: str, body_digest: str) -> str | None:
     """The job this key already made (None if none); IdempotencyKeyReused for another body."""
-    return _held(await state.redis.get(state.keys.idempotency(principal.name, key)), body_digest)
+    return held(await state.redis.get(state.keys.idempotency(principal.name, key)), body_digest)
 
 
 async def claim(state, principal, key: str, body_digest: str, job_id: str) -> str | None:
     """Take the key for `job_id`: None when taken, else the job another request made with it."""
-    name = state.keys.idempotency(principal.name, key)
-    if await state.redis.set(name, f"{job_id} {body_digest}", nx=True, ex=_ttl_s(state)):
+    name, value = entry(state, principal, key, body_digest, job_id)
+    if await state.redis.set(name, value, nx=True, ex=_ttl_s(state)):
         return None
-    return _held(await state.redis.get(name), body_digest) or await claim(state, principal, key, body_digest, job_id)
+    return held(await state.redis.get(name), body_digest) or await claim(state, principal, key, body_digest, job_id)
 
 
 async def release(state, principal, key: str, job_id: str) -> None:

@@ -8,8 +8,10 @@ Deliberate choices (read before changing):
   finished or it expired), so workers need not know about quotas and a lost decrement cannot
   leak a slot. The new job is added first and taken back if it went over: two concurrent
   submits can both be refused, never both admitted past the limit.
-- Queue depth is the length of the Celery queue on the Redis broker (the messages no worker has
-  taken yet); with another broker it is not checked.
+- Queue depth is the length of the Celery queue (the messages no worker has taken yet): on the job
+  store's Redis, read in the submit's own round trip (LLEN, or inside submit.lua); on any other
+  broker (RabbitMQ, a Redis of its own), the task sender's measurement, at most QUEUE_DEPTH_MAX_AGE_S
+  old, plus what this process sent since.
 - Readers per job are counted per gateway process, where their memory is.
 """
 
@@ -25,7 +27,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
-from tokenrelay.core.task_message import is_redis_broker
 from tokenrelay.core.tasks import QUEUE_DEPTH_MAX_AGE_S
 from tokenrelay.core.status import TERMINAL_STATUSES
 from tokenrelay.errors import LimitExceeded
@@ -86,22 +87,34 @@ class RateLimit:
 
 async def queue_depth(state, max_age_s: float = QUEUE_DEPTH_MAX_AGE_S) -> int:
     """Task messages waiting in the job queue. On the Redis that also holds the streams: the list's
-    length, with the gateway's own client and its short timeouts; on any other broker (RabbitMQ, a
-    Redis or Sentinel broker URL): a passive queue declare through the task sender."""
+    length, with the gateway's own client and its short timeouts; on any other broker, the task
+    sender's measurement (a Redis broker URL: LLEN there; RabbitMQ, Sentinel: a passive queue declare)."""
     if state.settings.broker_url is None:
         return await state.redis.llen(state.settings.queue_name)
     return await state.tasks.queue_depth(max_age_s)
 
 
+def queue_full(limit: int) -> LimitExceeded:
+    return LimitExceeded(f"the job queue is full ({limit} jobs waiting, max_queued_jobs); retry shortly",
+                         limit="max_queued_jobs", retry_after_s=QUEUE_RETRY_AFTER_S)
+
+
+def active_full(settings: Settings) -> LimitExceeded:
+    return LimitExceeded(f"this key already has {settings.max_active_jobs_per_key} queued or running jobs "
+                         "(max_active_jobs_per_key); wait for one to finish or cancel one",
+                         limit="max_active_jobs_per_key", retry_after_s=ACTIVE_RETRY_AFTER_S)
+
+
+def active_key(keys: Keys, principal: Principal) -> str:
+    """The key's set of queued or running jobs (zset: job id -> when submitted)."""
+    return _quota_key(keys, principal, "active")
+
+
 async def check_queue_depth(state) -> None:
     """Refuse a submit while `max_queued_jobs` messages wait in the broker's queue (any broker)."""
     limit = state.settings.max_queued_jobs
-    broker = state.settings.broker_url
-    if broker is not None and is_redis_broker(broker):
-        return  # a Redis broker apart from the job store: not checked on submit (its depth is still a metric)
     if await queue_depth(state) >= limit:
-        raise LimitExceeded(f"the job queue is full ({limit} jobs waiting, max_queued_jobs); retry shortly",
-                            limit="max_queued_jobs", retry_after_s=QUEUE_RETRY_AFTER_S)
+        raise queue_full(limit)
 
 
 async def admit_active_job(redis: Redis, keys: Keys, settings: Settings, principal: Principal, job_id: str) -> None:
@@ -110,22 +123,20 @@ async def admit_active_job(redis: Redis, keys: Keys, settings: Settings, princip
     One MULTI in the common case. The set also holds jobs that finished since (nothing removes
     them as they end): only a count over the limit looks up its members' statuses and drops the
     finished ones, so a submit costs O(1) commands, not one per job the key has in flight."""
-    key = _quota_key(keys, principal, "active")
+    key = active_key(keys, principal)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zadd(key, {job_id: time.time()})
         pipe.zcard(key)
         pipe.expire(key, int(settings.job_timeout_s + settings.retention_s))
         _, count, _ = await pipe.execute()
     if count > settings.max_active_jobs_per_key:
-        count -= await _drop_finished(redis, keys, key, job_id)
+        count -= await drop_finished(redis, keys, key, job_id)
     if count > settings.max_active_jobs_per_key:
         await redis.zrem(key, job_id)
-        raise LimitExceeded(f"this key already has {settings.max_active_jobs_per_key} queued or running jobs "
-                            "(max_active_jobs_per_key); wait for one to finish or cancel one",
-                            limit="max_active_jobs_per_key", retry_after_s=ACTIVE_RETRY_AFTER_S)
+        raise active_full(settings)
 
 
-async def _drop_finished(redis: Redis, keys: Keys, key: str, job_id: str) -> int:
+async def drop_finished(redis: Redis, keys: Keys, key: str, job_id: str) -> int:
     """Remove the set's finished (or expired) jobs; how many were removed."""
     members = [raw.decode() for raw in await redis.zrange(key, 0, -1)]
     members = [member for member in members if member != job_id]
@@ -140,7 +151,7 @@ async def _drop_finished(redis: Redis, keys: Keys, key: str, job_id: str) -> int
 
 
 async def release_active_job(redis: Redis, keys: Keys, principal: Principal, job_id: str) -> None:
-    await redis.zrem(_quota_key(keys, principal, "active"), job_id)
+    await redis.zrem(active_key(keys, principal), job_id)
 
 
 class ReaderSlots:

@@ -22,7 +22,7 @@ from tokenrelay.errors import (
 )
 
 from . import idempotency
-from .admission import Submission, admit
+from .admission import Submission, admit, earlier_job_id
 from .auth import principal_of
 from .errors import ERROR_RESPONSES
 from .event_stream import EventStreamResponse
@@ -145,18 +145,16 @@ async def start_job(body: JobRequest, request: Request, max_tokens_param: str = 
     sub = Submission(principal, protocol.new_job_id(), model, request_doc, body.metadata,
                      idempotency.check(idempotency_key))
     if sub.idempotency_key is not None:
-        body_digest = idempotency.digest(body.model_dump(mode="json"))
-        held = await idempotency.lookup(state, principal, sub.idempotency_key, body_digest)
+        sub.body_digest = idempotency.digest(body.model_dump(mode="json"))
+        held = await earlier_job_id(state, sub)
         if held is not None:
             return await _earlier_job(request, held), True
     state.submit_gate.enter()
     try:
         async with state.submit_gate.turn():
-            if sub.idempotency_key is not None:
-                held = await idempotency.claim(state, principal, sub.idempotency_key, body_digest, sub.job_id)
-                if held is not None:
-                    return await _earlier_job(request, held), True
-            record = await admit(state, sub)
+            record = await admit(state, sub)  # or the id of the job the Idempotency-Key already names
+            if isinstance(record, str):
+                return await _earlier_job(request, record), True
     finally:
         state.submit_gate.leave()
     if state.settings.log_prompts:  # a debug setting: prompts stay out of logs otherwise

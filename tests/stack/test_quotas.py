@@ -78,6 +78,30 @@ def test_active_jobs_per_key_queue_depth_and_readers_per_job(redis_server, stack
             assert events[-1].event == "end" and events[-1].data["status"] == "failed"
 
 
+def test_queue_depth_on_a_redis_broker_of_its_own(redis_server, stack_settings):
+    # A broker URL of its own (another database of the same server): the step-by-step submit (quotas,
+    # record, outbox, LPUSH on the broker), with max_queued_jobs read from the broker's queue.
+    settings = settings_for(stack_settings, "quota-broker", max_queued_jobs=3,
+                            broker_url=redis_server.url.rsplit("/", 1)[0] + "/3")
+    with Stack(redis_server.url, settings, workers=0) as stack:
+        post = lambda who, **headers: httpx.post(f"{stack.url}/v1/jobs", json=JOB,  # noqa: E731
+                                                 headers={**bearer(who), **headers})
+        queued = [post("alice"), post("alice")]
+        assert [answer.status_code for answer in queued] == [202, 202]
+        queued.append(post("bob", **{"Idempotency-Key": "bob-1"}))
+        assert queued[-1].status_code == 202
+        assert_429(post("carol"), "max_queued_jobs")
+        again = post("bob", **{"Idempotency-Key": "bob-1"})  # a repeat is no new job: answered while full
+        assert (again.status_code, again.json()["id"]) == (202, queued[-1].json()["id"])
+
+        stack.add_worker()  # drains the broker's queue: every job runs, and submits are admitted again
+        with Client(stack.url, api_key=KEYS["alice"]) as alice:
+            for answer in queued[:2]:
+                assert list(alice.stream(answer.json()["id"]))[-1].data["status"] == "succeeded"
+        wait_until(lambda: post("carol").status_code == 202, timeout_s=10, interval_s=0.2,
+                   message="the drained queue admits again")
+
+
 def test_requests_per_minute_per_key_and_stream_duration(redis_server, stack_settings):
     settings = settings_for(stack_settings, "quota-rate", rate_limit_per_minute=5, max_stream_s=1,
                             keepalive_s=0.2)

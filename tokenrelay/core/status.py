@@ -63,6 +63,15 @@ class FinishOutcome(StrEnum):
     SUPERSEDED = "superseded"  # another attempt owns the job
 
 
+class SubmitOutcome(StrEnum):
+    """What `submit.lua` did (nothing is written unless ADMITTED)."""
+
+    ADMITTED = "admitted"  # record, indexes, quota slot, Idempotency-Key and task written
+    HELD = "held"  # the Idempotency-Key names an earlier job
+    QUEUE_FULL = "queue_full"  # max_queued_jobs
+    ACTIVE_FULL = "active_full"  # max_active_jobs_per_key, counting jobs that may have finished since
+
+
 class Started(NamedTuple):
     outcome: StartOutcome
     attempt: int  # 0 unless the attempt runs

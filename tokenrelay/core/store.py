@@ -21,6 +21,7 @@ from .lua import load_script
 from .status import ClaimOutcome, CancelOutcome, Cancelled, FinishOutcome, JobStatus, Started, StartOutcome
 
 RECENT_JOBS_KEPT = 10_000
+RECENT_JOBS_PER_BUCKET = RECENT_JOBS_KEPT // INDEX_BUCKETS
 
 
 def utc_now() -> str:
@@ -86,35 +87,43 @@ class JobRecord:
         return self.status.is_terminal
 
 
-async def create_job(
-    redis: Redis, keys: Keys, *, job_id: str, model: str, request: dict, metadata: dict, ttl_s: int,
-    owner: str = "",
-) -> JobRecord:
-    created_at = utc_now()
-    meta_key = keys.meta(job_id)
-    fields = {
+def new_record(job_id: str, model: str, request: dict, metadata: dict, owner: str = "") -> dict[str, str]:
+    """The fields of a new job's record (a queued job, attempt 0), as every submit path writes them."""
+    return {
         "id": job_id,
-        "status": JobStatus.QUEUED,
+        "status": JobStatus.QUEUED.value,
         "model": model,
-        "created_at": created_at,
-        "attempt": 0,
+        "created_at": utc_now(),
+        "attempt": "0",
         "request": protocol.dumps(request),
         "metadata": protocol.dumps(metadata),
         "owner": owner,
     }
+
+
+def record_of(fields: dict[str, str]) -> JobRecord:
+    return JobRecord.from_hash({k.encode(): v.encode() for k, v in fields.items()})
+
+
+async def create_job(
+    redis: Redis, keys: Keys, *, job_id: str, model: str, request: dict, metadata: dict, ttl_s: int,
+    owner: str = "",
+) -> JobRecord:
+    meta_key = keys.meta(job_id)
+    fields = new_record(job_id, model, request, metadata, owner)
     created = datetime.now(timezone.utc).timestamp()
     # One command per key, each key in one Cluster slot (the indexes: one key each, only the job lists
-    # read them); the record carries its TTL from this write. One round trip.
+    # read them); the record carries its TTL from this write. One round trip. lua/submit.lua writes the
+    # same keys the same way, in one step with the task, where the topology allows it.
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hset(meta_key, mapping=fields)
         pipe.expire(meta_key, ttl_s)
-        for index, kept in ((keys.recent(job_id), RECENT_JOBS_KEPT // INDEX_BUCKETS),
-                            (keys.owner_jobs(owner), RECENT_JOBS_KEPT)):
+        for index, kept in ((keys.recent(job_id), RECENT_JOBS_PER_BUCKET), (keys.owner_jobs(owner), RECENT_JOBS_KEPT)):
             pipe.zadd(index, {job_id: created})
             pipe.zremrangebyrank(index, 0, -kept - 1)
         pipe.expire(keys.owner_jobs(owner), ttl_s)
         await pipe.execute()
-    return JobRecord.from_hash({k.encode(): str(v).encode() for k, v in fields.items()})
+    return record_of(fields)
 
 
 async def load_owner(redis: Redis, keys: Keys, job_id: str) -> str | None:

@@ -18,10 +18,10 @@ import os
 import socket
 import uuid
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from .protocol import check_job_id
-from .tasks import TASK_NAME
+from .tasks import TASK_NAME, DepthGauge
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -58,6 +58,12 @@ def task_message(job_id: str, queue: str, origin: str) -> bytes:
     }).encode()
 
 
+def _one_connection(redis: Redis) -> Redis:
+    pool = redis.connection_pool
+    return Redis.from_pool(BlockingConnectionPool(connection_class=pool.connection_class, max_connections=1,
+                                                  **pool.connection_kwargs))
+
+
 class RedisTaskSender:
     """Sends job tasks with one LPUSH on an asyncio Redis client (the gateway's own pool when the
     broker is the job store's Redis)."""
@@ -67,18 +73,21 @@ class RedisTaskSender:
         self.queue = queue
         self.origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._owns_client = owns_client
+        # A broker of its own: its depth is read on a connection of its own, so a slow broker's
+        # measurement never holds one of the connections (a capped pool) the sends need.
+        self._depth_redis = _one_connection(redis) if owns_client else redis
+        self._depth = DepthGauge(lambda: self._depth_redis.llen(self.queue))
 
     async def send(self, job_id: str) -> None:
         await self.redis.lpush(self.queue, task_message(job_id, self.queue, self.origin))
+        self._depth.sent()
 
     async def queue_depth(self, max_age_s: float = 0.0) -> int:
-        """Task messages waiting in the queue (the list's length)."""
-        return await self.redis.llen(self.queue)
-
-    async def queue_depth(self, max_age_s: float = 0.0) -> int:
-        """Task messages waiting in the queue (the list's length)."""
-        return await self.redis.llen(self.queue)
+        """Task messages waiting in the queue: the list's length, now (`max_age_s` 0) or as a submit
+        reads it, at most `max_age_s` old plus what this process sent since (see DepthGauge)."""
+        return await self._depth.get(max_age_s)
 
     async def aclose(self) -> None:
         if self._owns_client:
             await self.redis.aclose()
+            await self._depth_redis.aclose()

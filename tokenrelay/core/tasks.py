@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from celery import Celery
@@ -67,6 +68,39 @@ def enqueue_job(app: Celery, job_id: str, producer=None) -> None:
     app.send_task(TASK_NAME, args=[job_id], queue=settings.queue_name, producer=producer)
 
 
+class DepthGauge:
+    """A queue's depth for submits: measured at most every `max_age_s`, in the background, never in a
+    submit's way (a slow broker delays the measurement, not the submit); plus what this process sent since."""
+
+    def __init__(self, measure: Callable[[], Awaitable[int]]) -> None:
+        self._measure_now = measure
+        self._depth: tuple[float, int] | None = None  # (when measured, messages waiting)
+        self._measuring: asyncio.Future | None = None
+
+    async def measure(self) -> int:
+        started = time.monotonic()
+        depth = await self._measure_now()
+        self._depth = (started, depth)
+        return depth
+
+    async def get(self, max_age_s: float = QUEUE_DEPTH_MAX_AGE_S) -> int:
+        """`max_age_s` 0: measured now. Otherwise the last measurement (0 before the first), and a new
+        one starts in the background once it is `max_age_s` old."""
+        if not max_age_s:
+            return await self.measure()
+        now = time.monotonic()
+        if (self._depth is None or now - self._depth[0] >= max_age_s) and (
+                self._measuring is None or self._measuring.done()):
+            self._measuring = asyncio.ensure_future(self.measure())
+            self._measuring.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return self._depth[1] if self._depth is not None else 0
+
+    def sent(self) -> None:
+        """Until the next measurement, count a task this process queued."""
+        if self._depth is not None:
+            self._depth = (self._depth[0], self._depth[1] + 1)
+
+
 class TaskSender:
     """Sends job tasks from one thread holding one producer.
 
@@ -83,8 +117,7 @@ class TaskSender:
         # a slow broker delays the measurement, not the sends.
         self._depth_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenrelay-depth")
         self._depth_connection = None
-        self._depth: tuple[float, int] | None = None  # (when measured, messages waiting)
-        self._measuring: asyncio.Future | None = None
+        self._depth = DepthGauge(self._measure)
 
     def _send(self, job_id: str) -> None:
         if self._producer is None:
@@ -129,27 +162,15 @@ class TaskSender:
             raise
 
     async def _measure(self) -> int:
-        started = time.monotonic()
-        depth = await asyncio.get_running_loop().run_in_executor(self._depth_executor, self._measure_depth)
-        self._depth = (started, depth)
-        return depth
+        return await asyncio.get_running_loop().run_in_executor(self._depth_executor, self._measure_depth)
 
     async def queue_depth(self, max_age_s: float = QUEUE_DEPTH_MAX_AGE_S) -> int:
-        """Messages waiting in the job queue. `max_age_s` 0: measured now. Otherwise the last measurement
-        (0 before the first), and a new one starts in the background once it is `max_age_s` old."""
-        if not max_age_s:
-            return await self._measure()
-        now = time.monotonic()
-        if (self._depth is None or now - self._depth[0] >= max_age_s) and (
-                self._measuring is None or self._measuring.done()):
-            self._measuring = asyncio.ensure_future(self._measure())
-            self._measuring.add_done_callback(lambda done: done.cancelled() or done.exception())
-        return self._depth[1] if self._depth is not None else 0
+        """Messages waiting in the job queue (see DepthGauge.get)."""
+        return await self._depth.get(max_age_s)
 
     async def send(self, job_id: str) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._send, job_id)
-        if self._depth is not None:  # until the next measurement, count what this process queued
-            self._depth = (self._depth[0], self._depth[1] + 1)
+        self._depth.sent()
 
     def close(self) -> None:
         self._executor.submit(self._drop_producer).result()

@@ -9,7 +9,7 @@ from functools import cache
 from importlib.resources import files
 
 PRELUDE = "_prelude"
-SCRIPTS = ("cancel", "start", "finish", "claim_lost", "renew", "untrack")
+SCRIPTS = ("cancel", "start", "finish", "claim_lost", "renew", "untrack", "submit")
 
 
 def _read(name: str) -> str:
