@@ -31,6 +31,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from redis.exceptions import OutOfMemoryError
+
 from tokenrelay.core.status import SubmitOutcome
 from tokenrelay.core.store import JobRecord, create_job, delete_job, withdraw_job
 from tokenrelay.core.submit import NewJob
@@ -230,8 +232,8 @@ async def _admit_in_one_step(state, sub: Submission) -> JobRecord | str:
         raise _saturated(state, sub) from None
     except PoolExhausted:  # no connection came free (drop_finished): nothing was sent, and this gateway is busy
         raise _saturated(state, sub) from None
-    except asyncio.CancelledError:
-        raise
+    except (asyncio.CancelledError, OutOfMemoryError):
+        raise  # out of memory: refused at the script's first write, so nothing was written ("store is full")
     except Exception as exc:  # noqa: BLE001 - Redis refused or is gone: withdraw whatever may have been written
         log.warning("could not store job %s: %s", sub.job_id, type(exc).__name__)
         forget_later(state, sub, _withdraw)
