@@ -257,7 +257,6 @@ async def get_response(
 @router.post("/v1/responses/{response_id}/cancel", responses=_responses(400, 401, 404, 429, 503),
              summary="Cancel a background response")
 async def cancel_response(response_id: str, request: Request) -> JSONResponse:
-    state = request.app.state
     record, doc = await _load(request, response_id)
     if record.finished and record.status != JobStatus.CANCELLED:
         message = f"Cannot cancel a {_view(record, doc)['status']} response."

@@ -96,35 +96,55 @@ def _worker_sigkill(stack: Stack) -> dict:
     return summaries[0]
 
 
+def _ready_for_failover(stack: Stack) -> list:
+    """Two gateways and two workers, after the tour and a worker SIGKILL: the processes that must outlive the
+    failover."""
+    stack.add_gateway()
+    _fresh_job_runs(stack)
+    _tour(stack)
+    _worker_sigkill(stack)
+    stack.add_worker()
+    return [p for p in stack.workers + stack.gateways if p.alive()]
+
+
+def _survive_failover(stack: Stack, processes: list, job_ids: list[str], fail_over) -> tuple[list[dict], float, float]:
+    """Readers mid-stream on each job, then `fail_over()` (kills the primary, returns seconds until a new one
+    serves). Every reader ends well, no job is stuck, no process exits, a new job runs. Returns the readers'
+    summaries, seconds until /ready is 200 and until all that was done, both from the kill."""
+    readers = {job_id: readers_mid_stream(stack.urls, job_id, count=2) for job_id in job_ids}
+    killed_at = time.monotonic()
+    failover_s = fail_over()
+    ready_s = failover_s + wait_ready(stack.url, timeout_s=60)
+    summaries = _readers_end_well(stack, job_ids, readers)
+    # At most one more attempt (a lease that lived on the lost primary): live workers keep their leases.
+    assert all(summary["attempt"] <= 2 for summary in summaries), summaries
+    _no_job_stuck(stack, job_ids)
+    assert all(p.alive() for p in processes), "no worker or gateway may exit on a failover"
+    _fresh_job_runs(stack)
+    return summaries, ready_s, time.monotonic() - killed_at
+
+
+def _outcomes(summaries: list[dict]) -> list:
+    return sorted({(s["status"], s["attempt"], s["tokens"]) for s in summaries})
+
+
 @pytest.mark.timeout(300)  # a failover, two workers and two gateways, on a loaded machine
 def test_sentinel_two_gateways_worker_sigkill_and_primary_failover(sentinel_set, fault_settings, capsys):
-    settings = _settings(fault_settings)
-    with Stack(sentinel_set.url, settings, workers=2) as stack:
-        stack.add_gateway()
-        _fresh_job_runs(stack)
-        _tour(stack)
-        _worker_sigkill(stack)
-        stack.add_worker()
-        processes = [p for p in stack.workers + stack.gateways if p.alive()]
-
+    with Stack(sentinel_set.url, _settings(fault_settings), workers=2) as stack:
+        processes = _ready_for_failover(stack)
         job_ids = [submit(url, FAILOVER_JOB) for url in stack.urls]
-        readers = {job_id: readers_mid_stream(stack.urls, job_id, count=2) for job_id in job_ids}
         old_port = sentinel_set.current_primary_port()
-        killed_at = time.monotonic()
-        sentinel_set.kill_primary()
-        promoted_s = sentinel_set.wait_promoted(old_port)
-        ready_s = wait_ready(stack.url, timeout_s=60) + promoted_s
-        summaries = _readers_end_well(stack, job_ids, readers)
-        # At most one more attempt (a lease that lived on the lost primary): live workers keep their leases.
-        assert all(summary["attempt"] <= 2 for summary in summaries), summaries
-        _no_job_stuck(stack, job_ids)
-        assert all(p.alive() for p in processes), "no worker or gateway may exit on a failover"
-        _fresh_job_runs(stack)
-        total_s = time.monotonic() - killed_at
+        promoted: list[float] = []
+
+        def fail_over() -> float:
+            sentinel_set.kill_primary()
+            promoted.append(sentinel_set.wait_promoted(old_port))
+            return promoted[0]
+
+        summaries, ready_s, total_s = _survive_failover(stack, processes, job_ids, fail_over)
     with capsys.disabled():
-        print(f"\n[sentinel primary SIGKILL] promoted after {promoted_s:.1f} s; /ready 200 {ready_s:.1f} s after "
-              f"the kill; every reader ended within {total_s:.1f} s; outcomes "
-              f"{sorted({(s['status'], s['attempt'], s['tokens']) for s in summaries})}")
+        print(f"\n[sentinel primary SIGKILL] promoted after {promoted[0]:.1f} s; /ready 200 {ready_s:.1f} s after "
+              f"the kill; every reader ended within {total_s:.1f} s; outcomes {_outcomes(summaries)}")
 
 
 @pytest.mark.timeout(300)  # a failover, two workers and two gateways, on a loaded machine
@@ -132,32 +152,20 @@ def test_cluster_two_gateways_worker_sigkill_and_master_failover(cluster, redis_
     # Celery cannot use a cluster: the broker is a standalone server.
     settings = _settings(fault_settings, broker_url=redis_server.url)
     with Stack(cluster.url, settings, workers=2) as stack:
-        stack.add_gateway()
-        _fresh_job_runs(stack)
-        _tour(stack)
-        _worker_sigkill(stack)
-        stack.add_worker()
-        processes = [p for p in stack.workers + stack.gateways if p.alive()]
-
+        processes = _ready_for_failover(stack)
         # Jobs on every master, so whichever dies holds some of them.
         job_ids = [submit(stack.urls[i % 2], FAILOVER_JOB) for i in range(4)]
-        readers = {job_id: readers_mid_stream(stack.urls, job_id, count=2) for job_id in job_ids}
-        victim = cluster.master_of(stack_key(settings, job_ids[0]))
-        killed_at = time.monotonic()
-        cluster.kill(victim)
-        healthy_s = cluster.wait_healthy(timeout_s=60)
-        ready_s = wait_ready(stack.url, timeout_s=60) + healthy_s
-        summaries = _readers_end_well(stack, job_ids, readers)
-        # At most one more attempt (a lease that lived on the lost primary): live workers keep their leases.
-        assert all(summary["attempt"] <= 2 for summary in summaries), summaries
-        _no_job_stuck(stack, job_ids)
-        assert all(p.alive() for p in processes), "no worker or gateway may exit on a failover"
-        _fresh_job_runs(stack)
-        total_s = time.monotonic() - killed_at
+        healthy: list[float] = []
+
+        def fail_over() -> float:
+            cluster.kill(cluster.master_of(stack_key(settings, job_ids[0])))
+            healthy.append(cluster.wait_healthy(timeout_s=60))
+            return healthy[0]
+
+        summaries, ready_s, total_s = _survive_failover(stack, processes, job_ids, fail_over)
     with capsys.disabled():
-        print(f"\n[cluster master SIGKILL] replica took over after {healthy_s:.1f} s; /ready 200 {ready_s:.1f} s "
-              f"after the kill; every reader ended within {total_s:.1f} s; outcomes "
-              f"{sorted({(s['status'], s['attempt'], s['tokens']) for s in summaries})}")
+        print(f"\n[cluster master SIGKILL] replica took over after {healthy[0]:.1f} s; /ready 200 {ready_s:.1f} s "
+              f"after the kill; every reader ended within {total_s:.1f} s; outcomes {_outcomes(summaries)}")
 
 
 def stack_key(settings: dict, job_id: str) -> str:

@@ -69,6 +69,13 @@ async def append(redis: Redis, job_id: str, entry_id: str, fields: dict) -> None
     await redis.spublish(KEYS.live(job_id), entry_id)
 
 
+async def until(condition, timeout_s: float = 10.0) -> None:
+    """Wait for `condition()` to hold, checking every few milliseconds, failing after `timeout_s`."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
 async def publish(redis: Redis, job_id: str, indexes: range) -> None:
     for i in indexes:
         await append(redis, job_id, IDS[i], encode_fields(*EVENTS[i]))
@@ -87,7 +94,7 @@ def test_follow_events_yields_what_an_sse_client_of_follow_decodes(redis_server)
             return [event async for chunk in relay.follow(job_id, None) for event in parser.feed(chunk.decode())]
 
         readers = asyncio.gather(events(), sse())
-        await asyncio.sleep(0.3)  # both readers are live before the rest arrives
+        await until(lambda: relay.reader_count == 2)  # both readers are live before the rest arrives
         await publish(redis, job_id, range(4, 6))
         decoded, parsed = await asyncio.wait_for(readers, 10)
         resumed = [event async for event in relay.follow_events(job_id, after=EventId(2, 0))]
@@ -136,7 +143,7 @@ def test_hooks_see_a_slow_reader_cut_off_and_a_failed_read(redis_server):
         seen.append(await follower.__anext__())  # joined, live
         for seq in range(2, 12):  # published while the reader does not read
             await append(redis, job_id, f"1-{seq}", encode_fields("token", {"text": "x", "index": seq}))
-        await asyncio.sleep(1.0)
+        await until(lambda: relay.hooks.read >= 11)  # the relay has read them all, past the reader's buffer
         seen += [event async for event in follower]
         await redis.delete(KEYS.events(job_id))
         return seen
@@ -164,7 +171,7 @@ def test_gateway_metrics_count_through_the_hooks_once_per_entry_whatever_the_rea
     async def scenario(relay: Relay, redis: Redis):
         job_id = new_job_id()
         readers = [asyncio.create_task(consume(relay.follow_events(job_id))) for _ in range(5)]
-        await asyncio.sleep(0.3)  # all five are live before anything is published
+        await until(lambda: relay.reader_count == 5)  # all five are live before anything is published
         await publish(redis, job_id, range(0, 6))
         got = await asyncio.wait_for(asyncio.gather(*readers), 10)
         await redis.delete(KEYS.events(job_id))

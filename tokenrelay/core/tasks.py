@@ -129,20 +129,12 @@ class TaskSender:
             raise
 
     def _drop_producer(self) -> None:
-        if self._producer is not None:
-            try:
-                self._producer.release()
-            except Exception:  # noqa: BLE001 - a broken producer is being thrown away
-                pass
-            self._producer = None
+        _release_quietly(self._producer)
+        self._producer = None
 
     def _drop_depth_connection(self) -> None:
-        if self._depth_connection is not None:
-            try:
-                self._depth_connection.release()
-            except Exception:  # noqa: BLE001 - a broken connection is being thrown away
-                pass
-            self._depth_connection = None
+        _release_quietly(self._depth_connection)
+        self._depth_connection = None
 
     def _measure_depth(self) -> int:
         """Messages waiting in the job queue: a passive queue declare, on any broker (AMQP, Redis, Sentinel)."""
@@ -180,3 +172,13 @@ class TaskSender:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
+
+
+def _release_quietly(resource) -> None:
+    """Give back a kombu producer or connection that may be broken: it is being thrown away either way."""
+    if resource is None:
+        return
+    try:
+        resource.release()
+    except Exception:  # noqa: BLE001 - a broken resource is being thrown away
+        pass
