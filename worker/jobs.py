@@ -67,34 +67,20 @@ class JobServices:
 
 async def execute_job(services: JobServices, job_id: str) -> str:
     """Run one attempt of `job_id`; returns what happened (a terminal status, or why nothing ran)."""
-    # In the running index before the lease exists: a worker lost between the two leaves an entry the
-    # reapers look at, never a running job they cannot find.
-    await services.scripts.track([job_id], int(time.time() * 1000) + services.lease_ms)
-    state, attempt = await services.scripts.start(job_id, services.lease_ms, services.running_ttl_s)
+    (state, attempt), record = await services.scripts.begin(
+        job_id, services.worker_id, int(time.time() * 1000) + services.lease_ms, services.lease_ms,
+        services.running_ttl_s)
     if not state.runs:
         log.info("job %s not run: %s", job_id, state)
         if state in (StartOutcome.MISSING, StartOutcome.FINISHED):
             await services.scripts.untrack(job_id)
         return state
-    record = await _take(services, job_id)
-    if record is None:
-        return StartOutcome.MISSING
     job = RunningJob(job_id, attempt, asyncio.current_task())
     services.running[job_id] = job
     try:
         return await _attempt(services, job, record, state)
     finally:
         services.running.pop(job_id, None)
-
-
-async def _take(services: JobServices, job_id: str) -> JobRecord | None:
-    """The job's record, after naming this worker in it (reapers check that worker's liveness)."""
-    meta = services.keys.meta(job_id)
-    async with services.redis.pipeline(transaction=False) as pipe:
-        pipe.hset(meta, "worker", services.worker_id)  # the record exists: the start script just set its TTL
-        pipe.hgetall(meta)
-        _, raw = await pipe.execute()
-    return JobRecord.from_hash(raw) if raw else None
 
 
 async def _attempt(services: JobServices, job: RunningJob, record: JobRecord, state: StartOutcome) -> str:

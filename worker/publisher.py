@@ -15,6 +15,8 @@ Deliberate choices (read before changing):
   primary had acknowledged: the job fails with `store_lost` (`error` + `end`), so no reader is
   left with a hole it cannot see. A read-only command, not a script: a script per write costs
   Redis about 1.5x the CPU per token (measured with `python -m bench --only 9`).
+- The publisher's Redis client has no per-reply socket timeout; one deadline covers a whole write.
+  redis-py arms a timer for every reply it reads, which cost a third of a 1,500-command write's CPU.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ RETRY_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 # explicit ids make that safe).
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError)
 MERGE_KEYS_IGNORED = ("text", "index", "count", "ts")
+# A write (one pipeline) Redis has not answered in this long is given up and tried again.
+WRITE_TIMEOUT_S = 10.0
 
 
 def _mergeable(pending: Event, new: Event) -> bool:
@@ -139,8 +143,11 @@ class JobStream:
 
 class StreamPublisher:
     def __init__(self, redis: Redis, keys: Keys, *, running_ttl_s: int, flush_window_ms: float = 0.0,
-                 event_timestamps: bool = False, write_retry_s: float = 0.0) -> None:
+                 event_timestamps: bool = False, write_retry_s: float = 0.0,
+                 write_timeout_s: float = WRITE_TIMEOUT_S) -> None:
+        """`redis`: best a client without a socket timeout (`write_timeout_s` bounds each write)."""
         self.redis = redis
+        self.write_timeout_s = write_timeout_s
         self.event_timestamps = event_timestamps
         self.keys = keys
         self.running_ttl_s = running_ttl_s
@@ -227,7 +234,8 @@ class StreamPublisher:
                     pipe.expire(stream.key, self.running_ttl_s)
                 # Gateways following the job read it again (api/relay.py); the id is for debugging only.
                 pipe.spublish(stream.channel, entries[-1][0])
-            results = await pipe.execute(raise_on_error=False)
+            async with asyncio.timeout(self.write_timeout_s):
+                results = await pipe.execute(raise_on_error=False)
         self.writes += 1
         self.entries += sum(len(entries) for _, entries in batches)
         return results
@@ -260,7 +268,8 @@ class StreamPublisher:
         if not self._is_fenced(failures):
             log.error("stream write for job %s failed: %s", stream.job_id, type(failures[0]).__name__)
             return False
-        top = await self.redis.xrevrange(stream.key, count=1)
+        async with asyncio.timeout(self.write_timeout_s):
+            top = await self.redis.xrevrange(stream.key, count=1)
         if not top:
             return False
         top_id = EventId.parse(top[0][0].decode() if isinstance(top[0][0], bytes) else top[0][0])

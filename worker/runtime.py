@@ -121,8 +121,13 @@ class WorkerRuntime:
         redis = async_client(settings.redis_target, max_connections=settings.redis_pool_size * 2,
                              pool_wait_s=POOL_WAIT_S, socket_timeout=10,
                              client_name=f"tokenrelay-worker:{self.worker_id}")
+        # The publisher's own connections: no per-reply timeout (see worker/publisher.py), never
+        # waiting behind job starts and reapers for a connection.
+        self._publisher_redis = async_client(settings.redis_target, max_connections=2, pool_wait_s=POOL_WAIT_S,
+                                             socket_timeout=None,
+                                             client_name=f"tokenrelay-publisher:{self.worker_id}")
         publisher = StreamPublisher(
-            redis,
+            self._publisher_redis,
             self.keys,
             running_ttl_s=int(settings.job_timeout_s + settings.retention_s),
             flush_window_ms=settings.flush_window_ms,
@@ -156,6 +161,7 @@ class WorkerRuntime:
             except Exception:  # noqa: BLE001 - Redis may be gone at shutdown
                 pass
             await services.redis.aclose()
+            await self._publisher_redis.aclose()
 
     async def _forever(self, step: Callable, interval_s: float) -> None:
         # Checks the flag too: a cancel that lands inside a Redis call can be swallowed there.

@@ -96,6 +96,23 @@ def test_start_takes_a_lease_and_a_second_start_is_busy(redis_server):
     run(redis_server.url, scenario)
 
 
+def test_begin_lists_the_job_as_running_names_the_worker_and_returns_the_record(redis_server):
+    async def scenario(store):
+        job_id = await store.new_job()
+        started, record = await store.scripts.begin(job_id, "host:1", 5_000, LONG_LEASE_MS, TTL_S)
+        assert started == ("started", 1)
+        assert (record.id, record.status, record.attempt) == (job_id, "running", 1)
+        assert await store.redis.hget(store.keys.meta(job_id), "worker") == b"host:1"
+        assert record.request["messages"] == [{"role": "user", "content": "hi"}] and record.metadata == {"tag": "t"}
+        assert await store.redis.zscore(store.keys.running(job_id), job_id) == 5_000
+        # Another worker: the live lease keeps it off, the record stays its first worker's.
+        assert await store.scripts.begin(job_id, "host:2", 6_000, LONG_LEASE_MS, TTL_S) == (("busy", 0), None)
+        assert await store.redis.hget(store.keys.meta(job_id), "worker") == b"host:1"
+        assert await store.scripts.begin(new_job_id(), "host:1", 5_000, LONG_LEASE_MS, TTL_S) == (("missing", 0), None)
+
+    run(redis_server.url, scenario)
+
+
 def test_start_after_the_lease_expired_is_a_new_attempt(redis_server):
     async def scenario(store):
         job_id = await store.new_job()

@@ -187,6 +187,31 @@ class JobScripts:
                                   args=[lease_ms, utc_now(), ttl_s])
         return Started(StartOutcome(_text(reply[0])), int(reply[1]) if len(reply) > 1 else 0)
 
+    async def begin(self, job_id: str, worker_id: str, check_at_ms: int, lease_ms: int, ttl_s: int
+                    ) -> tuple[Started, JobRecord | None]:
+        """A worker takes a job: lists it in the running index, then starts an attempt that names the
+        worker, and reads the record; the record is None unless the attempt runs.
+
+        The index entry must exist before the lease: a worker lost between the two leaves an entry the
+        reapers look at, never a running job they cannot find. One server runs a pipeline's commands in
+        order, so there both go in one round trip; a cluster may send them to two primaries at once, so
+        there the start waits for the entry."""
+        keys, args = [self.keys.meta(job_id), self.keys.lease(job_id)], [lease_ms, utc_now(), ttl_s, worker_id]
+        if isinstance(self.redis, RedisCluster):
+            await self.track([job_id], check_at_ms)
+            reply = await self._start(keys=keys, args=args)
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(self.keys.running(job_id), {job_id: check_at_ms})
+                # EVAL, not the registered script: a pipeline would check that the script exists first.
+                pipe.eval(self._start.script, len(keys), *keys, *args)
+                _, reply = await pipe.execute()
+        started = Started(StartOutcome(_text(reply[0])), int(reply[1]) if len(reply) > 1 else 0)
+        if len(reply) < 3:
+            return started, None
+        flat = reply[2]
+        return started, JobRecord.from_hash(dict(zip(flat[::2], flat[1::2])))
+
     async def finish(
         self, job_id: str, attempt: int, end_id: str, end_data: str, retention_s: int, fields: dict[str, str],
         error_entry: tuple[str, str] | None = None,
