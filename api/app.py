@@ -13,6 +13,7 @@ from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 
 from tokenrelay import __version__
 from tokenrelay.core.connections import async_client
+from tokenrelay.core.heap import settle_heap
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.settings import Settings
 from tokenrelay.core.store import JobScripts
@@ -109,6 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
             log.warning("redis not reachable at start-up: %s", type(exc).__name__)
         await relay.start()
         sweeper.start()
+        settle_heap()  # a thousand streams must not stall together in a full garbage collection
         try:
             yield
         finally:

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from redis.exceptions import RedisError
 
 from tokenrelay.core.connections import async_client
+from tokenrelay.core.heap import settle_heap
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.status import TERMINAL_STATUSES, ClaimOutcome
 from tokenrelay.core.settings import Settings
@@ -80,6 +81,7 @@ class WorkerRuntime:
         graphs.preload(self.settings)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._open(), self.loop).result()
+        settle_heap()
         self._ready.set()
 
     def stop(self, timeout_s: float = 10.0) -> None:
