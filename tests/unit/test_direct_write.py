@@ -12,7 +12,7 @@ import uvicorn
 from redis.asyncio import Redis
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from api.direct_write import SCOPE_KEY, ConnectionWriter, Outlet, chunk_of, with_direct_writes
+from api.direct_write import SCOPE_KEY, Outlet, chunk_of, with_direct_writes
 from api.event_stream import EventStreamResponse
 from api.filters import StreamFilter
 from api.relay import Relay
@@ -177,8 +177,8 @@ def test_a_stream_fed_straight_to_its_connection_still_ends_at_its_time_limit(re
     assert outlets[0].written >= 1
 
 
-def test_the_writer_refuses_while_the_client_does_not_read_and_nothing_written_is_lost(redis_server):
-    """A client that stops reading: once its socket and the transport's buffer fill, the writer refuses
+def test_an_outlet_refuses_while_the_client_does_not_read_and_nothing_written_is_lost():
+    """A client that stops reading: once its socket and the transport's buffer fill, the outlet refuses
     (the reader's task then sends through `send`, which waits); what it took arrives whole, in order."""
     frame = b"data: " + b"x" * 16_000 + b"\n\n"
     offered: list[int] = []
@@ -186,13 +186,14 @@ def test_the_writer_refuses_while_the_client_does_not_read_and_nothing_written_i
     async def app(scope, receive, send) -> None:
         if scope["type"] != "http":
             return
-        write: ConnectionWriter = scope[SCOPE_KEY]
-        assert not write(chunk_of(frame))  # not streaming yet
+        outlet = Outlet()
+        outlet.bind(scope[SCOPE_KEY], deadline=float("inf"))
+        assert not outlet.offer(chunk_of(frame))  # not streaming yet
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        while write(chunk_of(frame)) and len(offered) < 10_000:
+        while outlet.offer(chunk_of(frame)) and len(offered) < 10_000:
             offered.append(len(frame))
         await send({"type": "http.response.body", "body": b"last\n\n", "more_body": False})
-        assert not write(chunk_of(frame))  # the response is over
+        assert not outlet.offer(chunk_of(frame))  # the response is over
 
     async def scenario() -> bytes:
         port = free_port()
