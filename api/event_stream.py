@@ -14,6 +14,9 @@ Deliberate choices (read before changing):
   inner middlewares all return and are freed; the outermost middleware streams. A trivial FastAPI
   route measured 23 KB per open stream under uvicorn, the same response outside it 13 KB.
 - Keepalives come from the relay's one timer per process (api/relay.py), not a timer per stream.
+- An `outlet` (api/direct_write.py) is bound once the headers and the prelude are out, to the
+  server's direct writer if it offers one, and unbound first thing when the stream ends: frames the
+  relay writes through it never pass through this loop, so it also carries the `max_s` deadline.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from starlette.responses import Response
+
+from .direct_write import SCOPE_KEY, Outlet
 
 log = logging.getLogger("tokenrelay.gateway")
 
@@ -98,15 +103,17 @@ class EventStreamResponse(Response):
     `prelude` goes out first; after `max_s` the stream ends with `limit_frame` (checked at each
     chunk; keepalives bound the wait); `on_close` runs once, however the stream ends, even if
     the response never started. `quiet_errors`: exceptions of `frames` that end the stream cleanly
-    (the client resumes with Last-Event-ID) instead of failing the request.
+    (the client resumes with Last-Event-ID) instead of failing the request. `outlet`: bound to the
+    server's direct writer while the response streams, for whoever produces `frames`.
     """
 
     media_type = "text/event-stream"
 
     def __init__(self, frames: AsyncIterator[bytes], *, headers: dict[str, str], prelude: bytes = b"",
                  max_s: float = float("inf"), limit_frame: bytes = b"", on_close: Callable[[], None] | None = None,
-                 quiet_errors: tuple[type[BaseException], ...] = ()) -> None:
+                 quiet_errors: tuple[type[BaseException], ...] = (), outlet: Outlet | None = None) -> None:
         self.frames = frames
+        self.outlet = outlet
         self.prelude = prelude
         self.max_s, self.limit_frame = max_s, limit_frame
         self.on_close = on_close
@@ -118,6 +125,10 @@ class EventStreamResponse(Response):
 
     def __del__(self) -> None:  # never called as an app (the client left first): release anyway
         self._close()
+
+    def _unbind(self) -> None:
+        if self.outlet is not None:
+            self.outlet.unbind()
 
     def _close(self) -> None:
         on_close, self.on_close = self.on_close, None
@@ -140,12 +151,16 @@ class EventStreamResponse(Response):
             watch.start()
             if self.prelude:
                 await send({"type": "http.response.body", "body": self.prelude, "more_body": True})
+            if self.outlet is not None:
+                self.outlet.bind(scope.get(SCOPE_KEY), deadline)
             async for chunk in self.frames:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if time.monotonic() >= deadline:
+                    self._unbind()
                     await send({"type": "http.response.body", "body": self.limit_frame, "more_body": True})
                     break
             watch.close()  # the server reports the end of its own response as a disconnect too
+            self._unbind()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not watch.disconnected or task.uncancel() > 0:
@@ -155,11 +170,13 @@ class EventStreamResponse(Response):
         except self.quiet_errors as exc:
             log.warning("stream cut short: %s", type(exc).__name__)
             watch.close()
+            self._unbind()
             try:  # end the response cleanly, without `end`: the client resumes from its last event id
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             except OSError:
                 pass
         finally:
+            self._unbind()
             watch.close()
             self._close()
             await self.frames.aclose()

@@ -26,10 +26,13 @@ Deliberate choices (read before changing):
 - Readers asking for the same history range at the same time share one XRANGE (api/history.py), and a
   reader of a job this process already relays is admitted from the hub (`owner_of`): a burst of
   joins on one job costs Redis about one read, not a few commands per reader.
-- Per reader per live event, the work is one wake-up and one write: the hub counts what it hands out
-  for the metrics (one hook call per round, not per reader), a reader skips the ids it already has
-  only until its first new one (entries come in order), and the last id sent is kept in a `Cursor`
-  for a retry rather than parsed back out of the bytes.
+- Per reader per live event, the work is one socket write and no wake-up: while a reader's task is
+  parked with nothing queued, the hub writes the entry's shared chunk straight to its connection
+  (api/direct_write.py); otherwise (a busy or slow reader, `end`, a server without direct writes)
+  the entry is queued and the reader's task sends it. The hub counts what it hands out for the
+  metrics (one hook call per round, not per reader), a reader skips the ids it already has only
+  until its first new one (entries come in order), and the last id sent is kept in a `Cursor` for
+  a retry rather than parsed back out of the bytes.
 - After Redis failed (a read, or a subscription's connection), the pump checks that each followed job
   still has its record, until Redis answers. A Redis restarted without persistence has none: the job
   can never write its `end`, so its readers get a final `error` (job_lost) and `end` from the gateway
@@ -67,6 +70,7 @@ from tokenrelay.core.protocol import EventId
 from tokenrelay.core.shardsub import ShardSubscriber
 from tokenrelay.events import Event
 
+from .direct_write import Outlet
 from .filters import StreamFilter
 from .history import History
 from .hubs import END_EVENT, Cursor, Entry, Hub, Reader, job_id_of
@@ -225,16 +229,18 @@ class Relay:
         return hub.owner if hub is not None and not hub.done else None
 
     async def follow(self, job_id: str, after: EventId | None, stream_filter: StreamFilter | None = None, *,
-                     fresh: bool = False, owner: str | None = None,
-                     cursor: Cursor | None = None) -> AsyncIterator[bytes]:
+                     fresh: bool = False, owner: str | None = None, cursor: Cursor | None = None,
+                     outlet: Outlet | None = None) -> AsyncIterator[bytes]:
         """SSE frames of a job after `after` (from the start if None), ending after `end`.
 
         `fresh`: the job was just created here and has no events yet, so there is no history to read.
         Ends early, without `end`, if the client falls too far behind; it then resumes by id.
         With a filter, only the events it accepts are sent; `last` still tracks every entry read.
         `cursor.last`: the last entry read for this reader, for a retry after a Redis error.
+        `outlet`: the response's direct way to its connection (api/direct_write.py); live entries that
+        go through it while the reader waits are not yielded here (`cursor` still follows them).
         """
-        async for batch in self._follow(job_id, after, stream_filter, fresh, owner, cursor):
+        async for batch in self._follow(job_id, after, stream_filter, fresh, owner, cursor, outlet):
             if batch is None:
                 yield protocol.KEEPALIVE_FRAME
             elif len(batch) == 1:  # the usual live case: the hub's bytes as they are
@@ -254,8 +260,8 @@ class Relay:
                 yield Event(id=entry.raw_id.decode(), event=entry.kind.decode(), data=json.loads(entry.fields[b"d"]))
 
     async def _follow(self, job_id: str, after: EventId | None, stream_filter: StreamFilter | None,
-                      fresh: bool, owner: str | None = None,
-                      cursor: Cursor | None = None) -> AsyncIterator[list[Entry] | None]:
+                      fresh: bool, owner: str | None = None, cursor: Cursor | None = None,
+                      outlet: Outlet | None = None) -> AsyncIterator[list[Entry] | None]:
         """Batches of a job's entries after `after`; None for each keepalive."""
         key = self.keys.events(job_id).encode()
         last = after
@@ -269,7 +275,7 @@ class Relay:
                 if ended:
                     return
         # 2. Join the hub; read the gap between our history and the hub's position.
-        reader = Reader(self.client_buffer_events, stream_filter)
+        reader = Reader(self.client_buffer_events, stream_filter, outlet, cursor)
         hub = self.hubs.get(key)
         if hub is None:
             hub = self.hubs[key] = Hub(key)
@@ -289,7 +295,7 @@ class Relay:
                     if ended:
                         return
             # 3. Live.
-            async for batch in self._live(reader, last, cursor):
+            async for batch in self._live(reader, last):
                 yield batch
         finally:
             hub.readers.discard(reader)
@@ -299,8 +305,10 @@ class Relay:
                 if hub.live:
                     self._end_hub(hub)
 
-    async def _live(self, reader: Reader, last: EventId | None, cursor: Cursor) -> AsyncIterator[list[Entry] | None]:
-        skip_to = last  # entries come in order: once one is past `last`, so is every later one
+    async def _live(self, reader: Reader, last: EventId | None) -> AsyncIterator[list[Entry] | None]:
+        # Entries come in order: once one is past `last`, so is every later one. The hub applies the
+        # same rule to the entries it writes through the reader's outlet while this task is parked.
+        reader.skip_to = last
         while True:
             await reader.wait()
             if reader.ping and not reader.entries:
@@ -312,16 +320,16 @@ class Relay:
             entries = reader.entries
             while entries:
                 entry = entries.popleft()
-                if skip_to is not None:
-                    if entry.id <= skip_to:
+                if reader.skip_to is not None:
+                    if entry.id <= reader.skip_to:
                         continue
-                    skip_to = None
+                    reader.skip_to = None
                 batch.append(entry)
                 if entry.kind == END_EVENT:
                     ended = True
                     break
             if batch:
-                cursor.last = batch[-1].id
+                reader.cursor.last = batch[-1].id
                 yield batch
             if ended:
                 return

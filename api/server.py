@@ -1,4 +1,5 @@
-"""Serving the gateway: uvicorn with the connection limits of `api.httpguard`, on one or N processes.
+"""Serving the gateway: uvicorn with the connection limits of `api.httpguard` and the direct writes of
+`api.direct_write`, on one or N processes.
 
 `python -m api.server --host H --port P [--workers N]` (what `tokenrelay api`, `tokenrelay dev`, compose
 and the tests run), settings from the environment. `--workers N` (default: the number of cores) runs N
@@ -15,6 +16,7 @@ import uvicorn
 from tokenrelay.core.settings import Settings
 
 from .app import create_app
+from .direct_write import with_direct_writes
 from .httpguard import ConnectionLimits, guarded_protocol
 from .processes import Gateways, default_workers, listening_socket
 
@@ -30,7 +32,8 @@ def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False,
     """One gateway process on its own listening socket (SO_REUSEPORT when it is one of several)."""
     sock = listening_socket(host, port, reuse_port=reuse_port)
     # log_config=None: logging is configured by the product (tokenrelay.core.logs), uvicorn's included.
-    config = uvicorn.Config(create_app(settings), http=guarded_protocol(connection_limits(settings)),
+    protocol = with_direct_writes(guarded_protocol(connection_limits(settings)))
+    config = uvicorn.Config(create_app(settings), http=protocol,
                             log_config=None, backlog=BACKLOG, **uvicorn_options)
     uvicorn.Server(config).run(sockets=[sock])
 

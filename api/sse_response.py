@@ -5,6 +5,9 @@ Deliberate choices (read before changing):
   for up to STREAM_RETRY_S: the client sees a pause, not a cut.
 - The response is `EventStreamResponse` (api/event_stream.py): one task per stream, handed off to the
   outermost middleware; the reader's slot, the time limit and the retry frame live there.
+- Live frames may bypass the response's loop (api/direct_write.py): `cursor` follows them too, and
+  a retry's clock restarts once the stream moved on since the last failure, not only when a frame
+  passed through here.
 - Past that, a reader of `GET .../stream` gets the end of the response without `end`, and resumes
   with its Last-Event-ID. A submit's own stream (`"stream": true`) ends with `error` + `end` (status
   `interrupted`, no id) instead: an accepted streaming submit never ends with nothing.
@@ -23,6 +26,7 @@ from redis.exceptions import RedisError
 from tokenrelay.core import protocol
 from tokenrelay.core.protocol import EventId
 
+from .direct_write import Outlet
 from .event_stream import EventStreamResponse
 from .filters import StreamFilter
 from .hubs import Cursor
@@ -54,18 +58,20 @@ def sse_response(request: Request, job_id: str, after: EventId | None, headers: 
     job's owner as the caller's admission read it (the relay keeps it, so later readers need not)."""
     state = request.app.state
 
+    outlet = Outlet()
+
     async def frames():
-        cursor, from_start, give_up_at = Cursor(after), fresh, None
+        cursor, from_start, give_up_at, failed_at = Cursor(after), fresh, None, None
         while True:
             try:
                 async for chunk in state.relay.follow(job_id, cursor.last, stream_filter, fresh=from_start,
-                                                      owner=owner, cursor=cursor):
-                    give_up_at = None
+                                                      owner=owner, cursor=cursor, outlet=outlet):
                     yield chunk
                 return
             except RedisError as exc:
                 now = time.monotonic()
-                give_up_at = give_up_at or now + STREAM_RETRY_S
+                if give_up_at is None or cursor.last != failed_at:  # the first failure since the stream moved
+                    give_up_at, failed_at = now + STREAM_RETRY_S, cursor.last
                 if now >= give_up_at:
                     log.warning("stream of job %s cut short: %s", job_id, type(exc).__name__)
                     if submitted:
@@ -74,14 +80,16 @@ def sse_response(request: Request, job_id: str, after: EventId | None, headers: 
                 from_start = False
                 await asyncio.sleep(STREAM_RETRY_DELAY_S)
 
-    return event_stream(request, job_id, frames(), {**SSE_HEADERS, **(headers or {})}, prelude=SSE_RETRY_FRAME)
+    return event_stream(request, job_id, frames(), {**SSE_HEADERS, **(headers or {})}, prelude=SSE_RETRY_FRAME,
+                        outlet=outlet)
 
 
 def event_stream(request: Request, job_id: str, frames, headers: dict[str, str], *,
-                 prelude: bytes = b"") -> EventStreamResponse:
+                 prelude: bytes = b"", outlet: Outlet | None = None) -> EventStreamResponse:
     """Any API's stream of a job's frames: the reader's slot for the life of the response, the
-    max_stream_s limit, one task per stream (api/event_stream.py)."""
+    max_stream_s limit, one task per stream (api/event_stream.py). `outlet`: see api/direct_write.py."""
     state = request.app.state
     state.reader_slots.take(job_id)
     return EventStreamResponse(frames, headers=headers, prelude=prelude, max_s=state.settings.max_stream_s,
-                               limit_frame=STREAM_LIMIT_FRAME, on_close=partial(state.reader_slots.release, job_id))
+                               limit_frame=STREAM_LIMIT_FRAME, on_close=partial(state.reader_slots.release, job_id),
+                               outlet=outlet)

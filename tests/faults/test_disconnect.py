@@ -12,10 +12,13 @@ import socket
 import threading
 import time
 
+import pytest
 import redis
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.app import create_app
+from api.direct_write import with_direct_writes
 from tokenrelay.cli.embedded import free_port
 from tokenrelay.core.settings import Settings
 
@@ -26,11 +29,15 @@ READERS = 40
 
 
 class InThreadGateway:
-    def __init__(self, settings: Settings) -> None:
+    """`direct_writes`: served as the product serves it, live frames going straight to the connections;
+    otherwise by plain uvicorn, every frame through the ASGI `send`."""
+
+    def __init__(self, settings: Settings, *, direct_writes: bool = False) -> None:
         self.app = create_app(settings)
         self.port = free_port()
+        http = with_direct_writes(HttpToolsProtocol) if direct_writes else HttpToolsProtocol
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on"))
+                                                    lifespan="on", http=http))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
@@ -81,11 +88,12 @@ def _open_stream(port: int, job_id: str) -> socket.socket:
     return sock
 
 
-def test_disconnected_clients_are_released_at_once(redis_server, fault_settings, capsys):
+@pytest.mark.parametrize("direct_writes", [False, True], ids=["asgi-send", "direct-writes"])
+def test_disconnected_clients_are_released_at_once(redis_server, fault_settings, capsys, direct_writes):
     settings = Settings(redis_url=redis_server.url, **{k: v for k, v in fault_settings.items()})
     worker = start_worker(stack_env(redis_server.url, **fault_settings), name="worker-disconnect")
     try:
-        with InThreadGateway(settings) as gateway:
+        with InThreadGateway(settings, direct_writes=direct_writes) as gateway:
             wait_for_workers(gateway.url, 1)
             job_id = submit(gateway.url, {**SLOW_JOB, "params": {"max_tokens": 400, "tokens_per_second": 20}})
             wait_until(lambda: gateway.readers() == (0, 0, 0))
