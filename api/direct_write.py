@@ -28,6 +28,13 @@ import time
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 SCOPE_KEY = "tokenrelay.direct_write"
+# What `Outlet.offer` reads and writes on uvicorn's request cycle. Not a public API: a uvicorn that lacks
+# any of them gets no direct writes (every frame goes through `send`), rather than a broken stream.
+CYCLE_ATTRIBUTES = ("transport", "flow", "disconnected", "response_started", "response_complete", "chunked_encoding")
+
+
+def _writable(cycle) -> bool:
+    return all(hasattr(cycle, name) for name in CYCLE_ATTRIBUTES) and hasattr(cycle.flow, "write_paused")
 
 
 def chunk_of(body: bytes) -> bytes:
@@ -43,7 +50,7 @@ def with_direct_writes(protocol: type[HttpToolsProtocol]) -> type[HttpToolsProto
             super().on_headers_complete()
             cycle = self.cycle
             # None or an earlier request's cycle when this one did not start one (an upgrade, a refusal).
-            if cycle is not None and cycle.scope is self.scope:
+            if cycle is not None and cycle.scope is self.scope and _writable(cycle):
                 self.scope[SCOPE_KEY] = cycle
 
     return DirectWriteProtocol
