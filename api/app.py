@@ -87,9 +87,13 @@ def create_app(settings: Settings) -> FastAPI:
         keys = Keys(settings.key_prefix)
         redis = _redis_pool(settings)
         celery_app = create_celery_app(settings)
+        # The relay's live reads: one connection of their own, without a timer per reply (api/relay.py).
+        pump_redis = async_client(settings.redis_target, max_connections=1, pool_wait_s=POOL_WAIT_S,
+                                  socket_timeout=None, client_name=f"tokenrelay-gateway-relay:{os.getpid()}")
         relay = Relay(redis, settings.redis_target, keys, history_batch=settings.history_batch,
                       client_buffer_events=settings.client_buffer_events, keepalive_s=settings.keepalive_s,
-                      hooks=app.state.metrics.relay_hooks())
+                      hooks=app.state.metrics.relay_hooks(), pump_redis=pump_redis,
+                      read_timeout_s=COMMAND_TIMEOUT_S)
         state = app.state
         state.settings, state.keys, state.redis, state.relay = settings, keys, redis, relay
         state.scripts = JobScripts(redis, keys)
@@ -106,6 +110,7 @@ def create_app(settings: Settings) -> FastAPI:
                         "serve on a loopback address only")
         try:
             await _warm(redis, settings.redis_pool_size)
+            await _warm(pump_redis, 1)
         except Exception as exc:  # noqa: BLE001 - start anyway; /ready reports Redis as down
             log.warning("redis not reachable at start-up: %s", type(exc).__name__)
         await relay.start()
@@ -117,6 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
             await sweeper.stop()
             await relay.stop()
             await redis.aclose()
+            await pump_redis.aclose()
             await state.tasks.aclose()
             await asyncio.to_thread(celery_app.close)
 
