@@ -39,6 +39,8 @@ class _NodeGroup:
         self.pubsub = client.pubsub()
         self.channels: set[bytes] = set()
         self.task: asyncio.Task | None = None
+        self.last_heard = 0.0  # monotonic time of the node's last message (or pong)
+        self.silent = False  # stopped by the watchdog: no answer for ping_timeout_s
 
     async def close(self) -> None:
         if self.task is not None and self.task is not asyncio.current_task():
@@ -163,32 +165,36 @@ class ShardSubscriber:
     # -- one node ---------------------------------------------------------------------------------------
 
     async def _read(self, group: _NodeGroup) -> None:
-        last_heard = time.monotonic()
-        pinged = False
+        """Read the node's messages until its connection fails. The read itself waits without a timer:
+        redis-py's timed read arms one per message, and a gateway following 500 jobs gets thousands a
+        second; `_watch` pings a silent connection and closes one that does not answer."""
+        group.last_heard = time.monotonic()
+        watchdog = asyncio.create_task(self._watch(group), name=f"tokenrelay-sub-watch-{group.name}")
         try:
             while True:
-                message = await group.pubsub.get_message(timeout=PING_INTERVAL_S)
-                now = time.monotonic()
-                if message is None:
-                    if now - last_heard > self.ping_timeout_s:
-                        raise ConnectionError(f"no answer from {group.name} for {self.ping_timeout_s}s")
-                    if not pinged:
-                        await group.pubsub.ping()
-                        pinged = True
+                response = await group.pubsub.parse_response(block=True)
+                group.last_heard = time.monotonic()
+                if response is None:
                     continue
-                last_heard, pinged = now, False
-                kind = message["type"]
-                if kind == "smessage":
-                    self.on_message(message["channel"])
-                elif kind == "ssubscribe":
+                if isinstance(response, list) and response[0] == b"smessage":
+                    self.on_message(response[1])  # the common case, without redis-py's message dict
+                    continue
+                message = await group.pubsub.handle_message(response)
+                kind = message["type"] if message else None
+                if kind == "ssubscribe":
                     self.on_ready(message["channel"])
                 elif kind == "sunsubscribe" and message["channel"] in group.channels:
                     # Not ours: the server moved the slot away (failover or resharding).
                     raise ConnectionError(f"{group.name} dropped a subscription (slot moved)")
         except asyncio.CancelledError:
-            raise
+            if not group.silent:
+                raise
+            asyncio.current_task().uncancel()  # the watchdog's: the node stopped answering
+            log.warning("subscription on %s lost: no answer for %ss", group.name, self.ping_timeout_s)
         except Exception as exc:  # noqa: BLE001 - any failure: move this node's channels elsewhere
             log.warning("subscription on %s lost: %s", group.name, exc)
+        finally:
+            watchdog.cancel()
         async with self._lock:
             if self._groups.get(group.name) is group:
                 self._groups.pop(group.name)
@@ -199,3 +205,20 @@ class ShardSubscriber:
             await group.close()
         self.on_lost(lost)
         self._schedule_retry()
+
+    async def _watch(self, group: _NodeGroup) -> None:
+        """Ping a connection silent for `PING_INTERVAL_S`; stop the reader of one silent for
+        `ping_timeout_s` (a blackholed node): its channels move as after any failure."""
+        while True:
+            await asyncio.sleep(PING_INTERVAL_S / 2)
+            silent_s = time.monotonic() - group.last_heard
+            if silent_s > self.ping_timeout_s:
+                group.silent = True
+                if group.task is not None:
+                    group.task.cancel()
+                return
+            if silent_s > PING_INTERVAL_S:
+                try:
+                    await group.pubsub.ping()
+                except Exception:  # noqa: BLE001 - the reader sees the broken connection
+                    pass
