@@ -66,6 +66,7 @@ class WorkerRuntime:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="tokenrelay-loop", daemon=True)
         self._services: JobServices | None = None
+        self._publisher_redis = None  # the publisher's own client, opened with the services
         self._background: list[asyncio.Task] = []
         self._ready = threading.Event()
         self._closing = False
