@@ -47,11 +47,20 @@ class StreamHandoff:
             await self.app(scope, receive, send)
             return
         handed_off: list[EventStreamResponse] = []
+        server_scope = dict(scope)
         scope[HANDOFF] = handed_off  # a list: shared even by layers that copy the scope
         await self.app(scope, receive, send)
-        del scope[HANDOFF]
-        if handed_off:
-            await handed_off.pop().stream(scope, receive, send)
+        if not handed_off:
+            del scope[HANDOFF]
+            return
+        # The server keeps this very dict for the life of the connection. What the app added to it
+        # (routing's matches, FastAPI's exit stacks and route context: ~3 KB) is of no use to the
+        # stream: the scope goes back to what the server put there, in a table of that size
+        # (a dict never shrinks on `del`; `clear` drops its table).
+        scope.clear()
+        scope.update(server_scope)
+        del server_scope  # this frame lives as long as the stream
+        await handed_off.pop().stream(scope, receive, send)
 
 
 class DisconnectWatch:
@@ -148,6 +157,7 @@ class EventStreamResponse(Response):
         deadline = time.monotonic() + self.max_s
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            self.raw_headers = []  # out: not kept for the life of every idle stream
             watch.start()
             if self.prelude:
                 await send({"type": "http.response.body", "body": self.prelude, "more_body": True})
