@@ -30,12 +30,12 @@ READERS = 40
 
 class InThreadGateway:
     """`direct_writes`: served as the product serves it, live frames going straight to the connections;
-    otherwise by plain uvicorn, every frame through the ASGI `send`."""
+    otherwise by plain uvicorn, every frame through the ASGI `send`. `http`: another uvicorn protocol class."""
 
-    def __init__(self, settings: Settings, *, direct_writes: bool = False) -> None:
+    def __init__(self, settings: Settings, *, direct_writes: bool = False, http: type | None = None) -> None:
         self.app = create_app(settings)
         self.port = free_port()
-        http = with_direct_writes(HttpToolsProtocol) if direct_writes else HttpToolsProtocol
+        http = http or (with_direct_writes(HttpToolsProtocol) if direct_writes else HttpToolsProtocol)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                                     lifespan="on", http=http))
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import socket
 import time
 
+from api.direct_write import SCOPE_KEY, with_direct_writes
+from api.httpguard import guarded_protocol
+from api.server import connection_limits
 from tokenrelay.core.settings import Settings
 
 from ..support.processes import wait_until
@@ -68,3 +71,31 @@ def test_a_silent_stream_gets_keepalives_from_the_shared_timer(redis_server, fau
             assert all(0.3 <= gap <= 3.0 for gap in gaps), gaps
         finally:
             sock.close()
+
+
+def test_an_idle_stream_keeps_only_what_the_server_gave_it(redis_server, fault_settings):
+    # The server keeps each connection's protocol and request scope for the whole life of its stream:
+    # ten thousand idle streams hold ten thousand of each, so neither may carry what the app left behind.
+    settings = Settings(redis_url=redis_server.url, **{**fault_settings, "keepalive_s": 60})
+    served_as_the_product = with_direct_writes(guarded_protocol(connection_limits(settings)))
+    with InThreadGateway(settings, http=served_as_the_product) as gateway:
+        job_id = submit(gateway.url, {"model": "demo", "prompt": "nobody runs me"})
+        sock = _open_idle_stream(gateway.port, job_id)
+        try:
+            wait_until(lambda: gateway.readers() == (1, 1, 1), message="reader joined")
+            protocols = gateway.in_loop(lambda: [p for p in gateway.server.server_state.connections
+                                                 if p.cycle is not None and not p.cycle.response_complete])
+            assert len(protocols) == 1
+            protocol = protocols[0]
+            scope = protocol.cycle.scope
+            assert scope["path"] == f"/v1/jobs/{job_id}/stream"
+            assert scope[SCOPE_KEY] is protocol.cycle  # direct writes still offered to the stream
+            left_by_the_app = {"router", "route", "endpoint", "path_params", "fastapi_middleware_astack",
+                               "fastapi_inner_astack", "fastapi_function_astack", "fastapi"}
+            assert not left_by_the_app & set(scope), sorted(scope)
+            # CPython shares an instance dict's keys between instances up to 30 of them; past that each
+            # connection's protocol carries a dict of its own (~1.5 KB).
+            assert len(vars(protocol)) <= 30, sorted(vars(protocol))
+        finally:
+            sock.close()
+        wait_until(lambda: gateway.readers() == (0, 0, 0), timeout_s=5, message="idle reader released")
