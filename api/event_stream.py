@@ -62,10 +62,14 @@ class StreamHandoff:
         # The server keeps this very dict for the life of the connection. What the app added to it
         # (routing's matches, FastAPI's exit stacks and route context: ~3 KB) is of no use to the
         # stream: the scope goes back to what the server put there, in a table of that size
-        # (a dict never shrinks on `del`; `clear` drops its table).
+        # (a dict never shrinks on `del`; `clear` drops its table). Except the app itself: a
+        # stream's frames may hold the request and read `request.app` (`scope["app"]`) as they go.
+        app = scope.get("app")
         scope.clear()
         scope.update(server_scope)
-        del server_scope  # this frame lives as long as the stream
+        if app is not None:
+            scope["app"] = app
+        del server_scope, app  # this frame lives as long as the stream
         await handed_off.pop().stream(scope, receive, send)
 
 

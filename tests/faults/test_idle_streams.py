@@ -98,6 +98,7 @@ def test_an_idle_stream_keeps_only_what_the_server_gave_it(redis_server, fault_s
             scope = protocol.cycle.scope
             assert scope["path"] == f"/v1/jobs/{job_id}/stream"
             assert scope[SCOPE_KEY] is protocol.cycle  # direct writes still offered to the stream
+            assert scope["app"] is gateway.app  # a stream's frames may read `request.app` as they go
             left_by_the_app = {"router", "route", "endpoint", "path_params", "fastapi_middleware_astack",
                                "fastapi_inner_astack", "fastapi_function_astack", "fastapi"}
             assert not left_by_the_app & set(scope), sorted(scope)
