@@ -12,7 +12,8 @@ Deliberate choices (read before changing):
 - Handed off (`StreamHandoff`): the route validates and admits the reader as any route does, then
   its response only registers itself, so FastAPI's routing, its exit stacks, the request and the
   inner middlewares all return and are freed; the outermost middleware streams. A trivial FastAPI
-  route measured 23 KB per open stream under uvicorn, the same response outside it 13 KB.
+  route measured 23 KB per open stream under uvicorn, the same response outside it 13 KB. The
+  scope goes back to what the server put in it: the server keeps it as long as the connection.
 - Keepalives come from the relay's one timer per process (api/relay.py), not a timer per stream.
 - An `outlet` (api/direct_write.py) is bound once the headers and the prelude are out, to the
   server's direct writer if it offers one, and unbound first thing when the stream ends: frames the
@@ -37,21 +38,39 @@ HANDOFF = "tokenrelay.stream_handoff"  # scope key: where a response waits for S
 
 class StreamHandoff:
     """The outermost middleware: streams the `EventStreamResponse` a route handed off, after the
-    app (routing, dependencies, the other middlewares) has returned."""
+    app (routing, dependencies, the other middlewares) has returned.
+
+    Where several wrap one another, the outermost streams and the others only pass through: the
+    gateway's server (api/server.py) wraps the whole app in one, so that not even the framework's own
+    outer layers (FastAPI's error, telemetry and body-limit middlewares: a coroutine frame each) stay
+    on an idle stream's stack; the app's own (api/app.py) serves it under any other server."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or HANDOFF in scope:
             await self.app(scope, receive, send)
             return
         handed_off: list[EventStreamResponse] = []
+        server_scope = dict(scope)
         scope[HANDOFF] = handed_off  # a list: shared even by layers that copy the scope
         await self.app(scope, receive, send)
-        del scope[HANDOFF]
-        if handed_off:
-            await handed_off.pop().stream(scope, receive, send)
+        if not handed_off:
+            del scope[HANDOFF]
+            return
+        # The server keeps this very dict for the life of the connection. What the app added to it
+        # (routing's matches, FastAPI's exit stacks and route context: ~3 KB) is of no use to the
+        # stream: the scope goes back to what the server put there, in a table of that size
+        # (a dict never shrinks on `del`; `clear` drops its table). Except the app itself: a
+        # stream's frames may hold the request and read `request.app` (`scope["app"]`) as they go.
+        app = scope.get("app")
+        scope.clear()
+        scope.update(server_scope)
+        if app is not None:
+            scope["app"] = app
+        del server_scope, app  # this frame lives as long as the stream
+        await handed_off.pop().stream(scope, receive, send)
 
 
 class DisconnectWatch:
@@ -148,6 +167,7 @@ class EventStreamResponse(Response):
         deadline = time.monotonic() + self.max_s
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            self.raw_headers = []  # out: not kept for the life of every idle stream
             watch.start()
             if self.prelude:
                 await send({"type": "http.response.body", "body": self.prelude, "more_body": True})

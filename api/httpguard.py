@@ -50,6 +50,11 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                              "max_connections")
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        # Slots, not instance attributes: uvicorn's protocol already sets 28, and CPython shares an
+        # instance dict's keys between instances only up to 30; past that every connection carries a
+        # dict of its own (~1.5 KB, for as long as a stream stays open).
+        __slots__ = ("_in_headers", "_header_bytes", "_tail", "_header_timer")
+
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._in_headers = True

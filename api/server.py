@@ -17,6 +17,7 @@ from tokenrelay.core.settings import Settings
 
 from .app import create_app
 from .direct_write import with_direct_writes
+from .event_stream import StreamHandoff
 from .httpguard import ConnectionLimits, guarded_protocol
 from .processes import Gateways, default_workers, listening_socket
 
@@ -28,14 +29,18 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
                             max_connections=settings.max_connections)
 
 
+def gateway_config(settings: Settings, app, **uvicorn_options: object) -> uvicorn.Config:
+    """uvicorn's configuration for the gateway `app` (from `create_app(settings)`), as it is served."""
+    protocol = with_direct_writes(guarded_protocol(connection_limits(settings)))
+    # Streams are handed off outside the whole app, framework layers included (api/event_stream.py).
+    # log_config=None: logging is configured by the product (tokenrelay.core.logs), uvicorn's included.
+    return uvicorn.Config(StreamHandoff(app), http=protocol, log_config=None, backlog=BACKLOG, **uvicorn_options)
+
+
 def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False, **uvicorn_options: object) -> None:
     """One gateway process on its own listening socket (SO_REUSEPORT when it is one of several)."""
     sock = listening_socket(host, port, reuse_port=reuse_port)
-    # log_config=None: logging is configured by the product (tokenrelay.core.logs), uvicorn's included.
-    protocol = with_direct_writes(guarded_protocol(connection_limits(settings)))
-    config = uvicorn.Config(create_app(settings), http=protocol,
-                            log_config=None, backlog=BACKLOG, **uvicorn_options)
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(gateway_config(settings, create_app(settings), **uvicorn_options)).run(sockets=[sock])
 
 
 def main(argv: list[str] | None = None) -> int:

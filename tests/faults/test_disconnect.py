@@ -19,6 +19,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.app import create_app
 from api.direct_write import with_direct_writes
+from api.server import gateway_config
 from tokenrelay.cli.embedded import free_port
 from tokenrelay.core.settings import Settings
 
@@ -30,14 +31,19 @@ READERS = 40
 
 class InThreadGateway:
     """`direct_writes`: served as the product serves it, live frames going straight to the connections;
-    otherwise by plain uvicorn, every frame through the ASGI `send`."""
+    otherwise by plain uvicorn, every frame through the ASGI `send`. `as_served`: configured as the
+    gateway's server configures it (api/server.py: connection limits, direct writes, handoff)."""
 
-    def __init__(self, settings: Settings, *, direct_writes: bool = False) -> None:
+    def __init__(self, settings: Settings, *, direct_writes: bool = False, as_served: bool = False) -> None:
         self.app = create_app(settings)
         self.port = free_port()
-        http = with_direct_writes(HttpToolsProtocol) if direct_writes else HttpToolsProtocol
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on", http=http))
+        options = {"host": "127.0.0.1", "port": self.port, "log_level": "warning", "lifespan": "on"}
+        if as_served:
+            config = gateway_config(settings, self.app, **options)
+        else:
+            http = with_direct_writes(HttpToolsProtocol) if direct_writes else HttpToolsProtocol
+            config = uvicorn.Config(self.app, http=http, **options)
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
