@@ -43,7 +43,11 @@ def create_worker_app(settings: Settings) -> Celery:
         if getattr(sender, "app", None) is app:
             if warning := unconfigured_models(settings):
                 log.warning(warning)
-            runtime_holder.get()
+            try:
+                runtime_holder.get()
+            except RedisError as exc:
+                log.warning("the job store is not reachable yet (%s); the first job starts the runtime again",
+                            type(exc).__name__)
             if settings.worker_metrics_port:
                 worker_metrics().serve(settings.worker_metrics_port)
 
@@ -73,8 +77,11 @@ class _RuntimeHolder:
     def get(self) -> WorkerRuntime:
         with self._lock:
             if self._runtime is None or self._runtime.pid != os.getpid():
-                self._runtime = WorkerRuntime(self.settings, lambda job_id: enqueue_job(self.app, job_id))
-                self._runtime.start()
+                runtime = WorkerRuntime(self.settings, lambda job_id: enqueue_job(self.app, job_id))
+                # Raises while Redis is unreachable: the job's task is retried (see run_job), and
+                # the next one starts a runtime again.
+                runtime.start()
+                self._runtime = runtime
             return self._runtime
 
     def close(self) -> None:

@@ -81,7 +81,14 @@ class WorkerRuntime:
 
         graphs.preload(self.settings)
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._open(), self.loop).result()
+        try:
+            asyncio.run_coroutine_threadsafe(self._open(), self.loop).result()
+        except BaseException:
+            # Redis unreachable (a failover, a restart): no half-started runtime stays behind for jobs to
+            # wait on; the caller raises, and the next job starts a runtime again.
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(CLOSE_WAIT_S)
+            raise
         settle_heap()
         self._ready.set()
 
