@@ -12,16 +12,10 @@ from redis.asyncio import Redis
 from tokenrelay.core.connections import parse_redis_url, subscriber_connector
 from tokenrelay.core.shardsub import ShardSubscriber
 
+from ..support.relay import until
 from .proxy import FaultProxy
 
 PING_TIMEOUT_S = 2.0
-
-
-async def _until(condition, timeout_s: float, message: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, message
-        await asyncio.sleep(0.05)
 
 
 def test_a_silent_node_is_given_up_and_its_channels_come_back_when_it_answers(redis_server):
@@ -35,21 +29,21 @@ def test_a_silent_node_is_given_up_and_its_channels_come_back_when_it_answers(re
         publisher = Redis.from_url(redis_server.url)
         try:
             await subscriber.subscribe(b"{job}:live")
-            await _until(lambda: ready == [b"{job}:live"], 5, "subscription confirmed")
+            await until(lambda: ready == [b"{job}:live"], 5, "subscription confirmed")
             await publisher.spublish("{job}:live", "1-0")
-            await _until(lambda: messages == [b"{job}:live"], 5, "message relayed")
+            await until(lambda: messages == [b"{job}:live"], 5, "message relayed")
 
             proxy.set_mode("blackhole")
             blackholed_at = time.monotonic()
-            await _until(lambda: lost, PING_TIMEOUT_S + 5, "silent connection given up")
+            await until(lambda: lost, PING_TIMEOUT_S + 5, "silent connection given up")
             given_up_s = time.monotonic() - blackholed_at
             assert lost == [{b"{job}:live"}]
             assert PING_TIMEOUT_S <= given_up_s <= PING_TIMEOUT_S + 3, given_up_s
 
             proxy.set_mode("pass")
-            await _until(lambda: len(ready) == 2, 10, "subscribed again")
+            await until(lambda: len(ready) == 2, 10, "subscribed again")
             await publisher.spublish("{job}:live", "1-1")
-            await _until(lambda: len(messages) == 2, 5, "messages flow again")
+            await until(lambda: len(messages) == 2, 5, "messages flow again")
             assert ready == [b"{job}:live", b"{job}:live"]
         finally:
             await subscriber.close()

@@ -21,7 +21,7 @@ from tokenrelay.core.connections import parse_redis_url
 from tokenrelay.core.protocol import EventId, encode_fields, new_job_id
 from tokenrelay.sse import SSEParser
 
-from .test_relay import KEYS, Recorder, append, until
+from ..support.relay import KEYS, Recorder, append, until
 
 LIMIT_FRAME = b": time limit\n\n"
 

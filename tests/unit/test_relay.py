@@ -12,32 +12,10 @@ from api.relay import Relay, RelayHooks
 from tokenrelay.cli.embedded import free_port
 from tokenrelay.core import protocol
 from tokenrelay.core.connections import parse_redis_url
-from tokenrelay.core.keys import Keys
 from tokenrelay.core.protocol import EventId, encode_fields, new_job_id
 from tokenrelay.sse import SSEParser
 
-KEYS = Keys("tokenrelay-relay-test")
-
-
-class Recorder(RelayHooks):
-    def __init__(self) -> None:
-        self.read = self.reads = self.sent_events = self.sent_tokens = self.dropped = 0
-        self.failures: list[Exception] = []
-
-    def on_read(self, entries: int) -> None:
-        self.reads += 1
-        self.read += entries
-
-    def on_read_failed(self, error: Exception) -> None:
-        self.failures.append(error)
-
-    def on_sent(self, events: int, tokens: int) -> None:
-        self.sent_events += events
-        self.sent_tokens += tokens
-
-    def on_reader_dropped(self) -> None:
-        self.dropped += 1
-
+from ..support.relay import KEYS, Recorder, append, until
 
 def run(url: str, scenario, *, relay_url: str | None = None, hooks: RelayHooks | None = None, **options):
     """`scenario(relay, redis)`; the relay reads from `relay_url` (default: the same server)."""
@@ -61,19 +39,6 @@ EVENTS = [("metadata", {"job_id": "x", "attempt": 1, "model": "demo"}), ("token"
           ("token", {"text": "\"quoted\"", "index": 0}), ("end", {"status": "succeeded", "usage": {},
                                                                    "finish_reason": "stop"})]
 IDS = ["1-0", "1-1", "1-2", "2-0", "2-1", "2-2"]
-
-
-async def append(redis: Redis, job_id: str, entry_id: str, fields: dict) -> None:
-    """What a worker's write does: the entry, then the notification on the job's channel."""
-    await redis.xadd(KEYS.events(job_id), fields, id=entry_id)
-    await redis.spublish(KEYS.live(job_id), entry_id)
-
-
-async def until(condition, timeout_s: float = 10.0) -> None:
-    """Wait for `condition()` to hold, checking every few milliseconds, failing after `timeout_s`."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.005)
 
 
 async def publish(redis: Redis, job_id: str, indexes: range) -> None:

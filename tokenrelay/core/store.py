@@ -164,6 +164,11 @@ async def withdraw_job(redis: Redis, keys: Keys, job_id: str) -> bool:
     return False
 
 
+def _started(reply: list) -> Started:
+    """start.lua's reply: the outcome, and the attempt when one runs."""
+    return Started(StartOutcome(_text(reply[0])), int(reply[1]) if len(reply) > 1 else 0)
+
+
 class JobScripts:
     """The store's Lua scripts (tokenrelay/core/lua/), registered once per Redis client. Each touches one slot."""
 
@@ -185,7 +190,7 @@ class JobScripts:
     async def start(self, job_id: str, lease_ms: int, ttl_s: int) -> Started:
         reply = await self._start(keys=[self.keys.meta(job_id), self.keys.lease(job_id)],
                                   args=[lease_ms, utc_now(), ttl_s])
-        return Started(StartOutcome(_text(reply[0])), int(reply[1]) if len(reply) > 1 else 0)
+        return _started(reply)
 
     async def begin(self, job_id: str, worker_id: str, check_at_ms: int, lease_ms: int, ttl_s: int
                     ) -> tuple[Started, JobRecord | None]:
@@ -206,7 +211,7 @@ class JobScripts:
                 # EVAL, not the registered script: a pipeline would check that the script exists first.
                 pipe.eval(self._start.script, len(keys), *keys, *args)
                 _, reply = await pipe.execute()
-        started = Started(StartOutcome(_text(reply[0])), int(reply[1]) if len(reply) > 1 else 0)
+        started = _started(reply)
         if len(reply) < 3:
             return started, None
         flat = reply[2]

@@ -1,0 +1,48 @@
+"""What the relay's tests share: their key prefix, a hooks recorder, a worker's write, an async wait."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from api.relay import RelayHooks
+from tokenrelay.core.keys import Keys
+
+KEYS = Keys("tokenrelay-relay-test")
+
+
+class Recorder(RelayHooks):
+    def __init__(self) -> None:
+        self.read = self.reads = self.sent_events = self.sent_tokens = self.dropped = 0
+        self.failures: list[Exception] = []
+
+    def on_read(self, entries: int) -> None:
+        self.reads += 1
+        self.read += entries
+
+    def on_read_failed(self, error: Exception) -> None:
+        self.failures.append(error)
+
+    def on_sent(self, events: int, tokens: int) -> None:
+        self.sent_events += events
+        self.sent_tokens += tokens
+
+    def on_reader_dropped(self) -> None:
+        self.dropped += 1
+
+
+async def append(redis: Redis, job_id: str, entry_id: str, fields: dict) -> None:
+    """What a worker's write does: the entry, then the notification on the job's channel."""
+    await redis.xadd(KEYS.events(job_id), fields, id=entry_id)
+    await redis.spublish(KEYS.live(job_id), entry_id)
+
+
+async def until(condition, timeout_s: float = 10.0, message: str = "condition") -> None:
+    """Wait for `condition()` to hold, checking every few milliseconds; fail after `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout_s}s waiting for {message}") from None
