@@ -21,7 +21,7 @@ from tokenrelay.core.settings import Settings
 from tokenrelay.core.status import FinishOutcome, JobStatus, StartOutcome
 from tokenrelay.core.store import JobRecord, JobScripts, utc_now
 from tokenrelay.engine import graphs, runner, tools
-from tokenrelay.engine.models import GenerationParams, build_chat_model
+from tokenrelay.engine.models import ChatModels, GenerationParams
 from tokenrelay.engine.retry import RetryPolicy, with_retries
 
 from .metrics import worker_metrics
@@ -55,6 +55,10 @@ class JobServices:
     publisher: StreamPublisher
     worker_id: str = ""
     running: dict[str, RunningJob] = field(default_factory=dict)
+    models: ChatModels = field(init=False)  # built models, shared by the jobs that ask for the same ones
+
+    def __post_init__(self) -> None:
+        self.models = ChatModels(self.settings)
 
     @property
     def lease_ms(self) -> int:
@@ -123,7 +127,7 @@ async def _attempt(services: JobServices, job: RunningJob, record: JobRecord, st
 async def _generate(services: JobServices, record, stream: JobStream, outcome: runner.Outcome) -> None:
     settings = services.settings
     params = GenerationParams.from_dict(record.request.get("params", {}), settings.default_max_tokens)
-    model = build_chat_model(record.model, params, settings)
+    model = services.models.get(record.model, params)
     graph_name = record.request.get("graph")
     if graph_name:
         graph = graphs.load_graph(graph_name, settings, model)

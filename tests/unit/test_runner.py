@@ -18,8 +18,8 @@ from tokenrelay.core import protocol
 from tokenrelay.core.settings import Settings
 from tokenrelay.engine import runner
 from tokenrelay.engine.demo import DemoChatModel
-from tokenrelay.engine.models import GenerationParams, build_chat_model
-from tokenrelay.errors import ModelNotConfigured
+from tokenrelay.engine.models import ChatModels, GenerationParams, build_chat_model
+from tokenrelay.errors import ModelNotConfigured, UnknownModel
 
 SECRET = "sk-live-THIS-MUST-NOT-LEAK-1234"
 
@@ -147,3 +147,41 @@ def test_error_event_is_classified_and_never_carries_exception_text(exc, kind):
 def test_classify_timeouts():
     assert runner.classify_error(TimeoutError()) == "timeout"
     assert runner.classify_error(asyncio.TimeoutError()) == "timeout"
+
+
+def test_a_worker_builds_each_model_once_and_shares_it_between_jobs():
+    settings = Settings(models=["demo"])
+    models = ChatModels(settings, capacity=2)
+    short = GenerationParams.from_dict({"max_tokens": 3, "tokens_per_second": 0}, 64)
+    long = GenerationParams.from_dict({"max_tokens": 9, "tokens_per_second": 0}, 64)
+    first = models.get("demo", short)
+    assert models.get("demo", GenerationParams.from_dict({"max_tokens": 3, "tokens_per_second": 0}, 64)) is first
+    assert models.get("demo", long) is not first
+
+    async def both():  # two jobs streaming from one shared model at once each get their own output
+        async def collect(model, prompt):
+            outcome = runner.Outcome()
+            return [e async for e in runner.stream_chat(model, [HumanMessage(prompt)], outcome)], outcome
+        return await asyncio.gather(collect(first, "one"), collect(models.get("demo", short), "two"))
+
+    (one, one_outcome), (two, two_outcome) = asyncio.run(both())
+    assert len(one) == len(two) == 3
+    assert one_outcome.text == "You asked: one"[: len(one_outcome.text)]
+    assert two_outcome.text == "You asked: two"[: len(two_outcome.text)]
+
+
+def test_the_least_recently_used_model_is_dropped_when_the_cache_is_full():
+    models = ChatModels(Settings(models=["demo"]), capacity=2)
+    params = [GenerationParams.from_dict({"max_tokens": n}, 64) for n in (1, 2, 3)]
+    first, second = models.get("demo", params[0]), models.get("demo", params[1])
+    assert models.get("demo", params[0]) is first  # now the most recently used
+    models.get("demo", params[2])  # over capacity: drops params[1]'s model
+    assert models.get("demo", params[0]) is first
+    assert models.get("demo", params[1]) is not second
+
+
+def test_a_model_the_settings_do_not_allow_is_refused_every_time():
+    models = ChatModels(Settings(models=["demo"]))
+    for _ in range(2):
+        with pytest.raises(UnknownModel):
+            models.get("openai:gpt-4o-mini", GenerationParams(max_tokens=5))

@@ -11,6 +11,8 @@ Deliberate choices (read before changing):
 - A node's connection that fails (node down, failover, slot moved: `-MOVED`, a server-side
   `sunsubscribe`) is dropped; `on_lost` is told which channels were affected, the slot map is
   refreshed and the channels are subscribed again wherever they live now, retrying until it works.
+- A node's connection stays open when its last channel is released, until it fails or the subscriber
+  closes: one job at a time would otherwise open (and handshake) a connection per job.
 - A silent connection is pinged; no answer within `ping_timeout_s` counts as a failure, so a
   blackholed node is noticed instead of waited on forever.
 """
@@ -94,14 +96,10 @@ class ShardSubscriber:
                 return
             del self._by_channel[channel]
             group.channels.discard(channel)
-            if not group.channels:
-                self._groups.pop(group.name, None)
-                await group.close()
-            else:
-                try:
-                    await group.pubsub.sunsubscribe(channel)
-                except Exception:  # noqa: BLE001 - the reader task notices a dead connection
-                    pass
+            try:  # the node's connection stays: the next job's subscribe costs no new connection
+                await group.pubsub.sunsubscribe(channel)
+            except Exception:  # noqa: BLE001 - the reader task notices a dead connection
+                pass
 
     async def close(self) -> None:
         self._closed = True

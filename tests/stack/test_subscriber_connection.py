@@ -1,0 +1,55 @@
+"""The gateway's sharded subscriber keeps a node's connection between jobs: a job's subscription costs
+one SSUBSCRIBE on a connection that is already open, not a new connection and its handshake."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from tokenrelay.core.connections import parse_redis_url, subscriber_connector
+from tokenrelay.core.shardsub import ShardSubscriber
+
+from ..support.relay import until
+
+CLIENT_NAME = "test-sub-kept"
+
+
+async def _subscriber_ids(redis: Redis) -> list[int]:
+    return [client["id"] for client in await redis.client_list() if client.get("name") == CLIENT_NAME]
+
+
+def test_the_connection_outlives_the_last_channel_and_serves_the_next_job(redis_server):
+    async def scenario() -> None:
+        messages, ready = [], []
+        redis = Redis.from_url(redis_server.url, decode_responses=False)
+        subscriber = ShardSubscriber(redis, subscriber_connector(parse_redis_url(redis_server.url),
+                                                                 client_name=CLIENT_NAME),
+                                     on_message=messages.append, on_ready=ready.append, on_lost=print)
+        try:
+            await subscriber.subscribe(b"{first}:live")
+            await until(lambda: ready == [b"{first}:live"], 5, "first subscription confirmed")
+            connection = await _subscriber_ids(redis)
+            assert len(connection) == 1
+
+            subscriber.release(b"{first}:live")  # the first job is over: its channel is dropped
+            for _ in range(100):
+                if (await redis.execute_command("PUBSUB", "SHARDNUMSUB", "{first}:live"))[1] == 0:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the server still lists a subscriber of the released channel")
+            assert await _subscriber_ids(redis) == connection  # still open, with nothing subscribed
+
+            await subscriber.subscribe(b"{second}:live")
+            await until(lambda: ready[-1:] == [b"{second}:live"], 5, "second subscription confirmed")
+            assert await _subscriber_ids(redis) == connection  # the same connection serves the next job
+            await redis.spublish("{first}:live", "1-0")  # no longer followed
+            await redis.spublish("{second}:live", "1-0")
+            await until(lambda: messages == [b"{second}:live"], 5, "the second job's notification")
+        finally:
+            await subscriber.close()
+        assert await _subscriber_ids(redis) == []  # closing the subscriber closes the connection
+        await redis.aclose()
+
+    asyncio.run(scenario())
