@@ -1,8 +1,9 @@
 """Admitting a job, all or nothing: quotas, the record, then the broker.
 
 Two paths, one outcome. On a single Redis (or a Sentinel primary) that is also the broker, one script
-(tokenrelay/core/lua/submit.lua) does it all in one round trip: queue depth, the key's active jobs,
-the record and its indexes, the Idempotency-Key and the task's LPUSH. The record and the task are
+(tokenrelay/core/lua/submit.lua) does it all in one round trip: the request's per-minute count (left to
+it by the RateLimit middleware), queue depth, the key's active jobs, the record and its indexes, the
+Idempotency-Key and the task's LPUSH. The record and the task are
 written together or not at all, so that path needs no outbox. On a cluster or with a broker of its
 own, the steps below run one by one.
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from redis.exceptions import OutOfMemoryError
 
@@ -40,8 +41,8 @@ from tokenrelay.errors import Overloaded, ServiceUnavailable, TokenRelayError
 
 from . import idempotency, outbox
 from .backpressure import PoolExhausted
-from .quotas import (active_full, active_key, admit_active_job, check_queue_depth, drop_finished, queue_full,
-                     release_active_job)
+from .quotas import (RATE_KEY_TTL_S, RequestCount, active_full, active_key, admit_active_job, check_queue_depth,
+                     drop_finished, queue_full, release_active_job)
 
 log = logging.getLogger("tokenrelay.gateway")
 
@@ -68,6 +69,7 @@ class Submission:
     body_digest: str = ""  # of the request, with an Idempotency-Key
     accepted: bool = False  # answered 202: from now on the job is never withdrawn
     withdrawing: bool = False
+    rate_count: RequestCount | None = None  # the request's per-minute count, left to the submit's script
 
 
 def forget_later(state, sub: Submission, undo: Callable[[object, Submission], Awaitable[None]] | None = None) -> None:
@@ -216,17 +218,19 @@ def _saturated(state, sub: Submission) -> Overloaded:
 
 async def _admit_in_one_step(state, sub: Submission) -> JobRecord | str:
     """submit.lua, and once more if the key looked over its limit but some of its jobs had finished."""
+    count = sub.rate_count.take() if sub.rate_count is not None else None
     job = NewJob(sub.job_id, sub.model, sub.request_doc, sub.metadata, sub.principal.name,
                  active_key(state.keys, sub.principal),
                  None if sub.idempotency_key is None else idempotency.entry(
-                     state, sub.principal, sub.idempotency_key, sub.body_digest, sub.job_id))
+                     state, sub.principal, sub.idempotency_key, sub.body_digest, sub.job_id),
+                 None if count is None else (count.key, count.limit, RATE_KEY_TTL_S))
     deadline = asyncio.get_running_loop().time() + state.settings.submit_timeout_s
     try:
         async with asyncio.timeout_at(deadline):
             admitted = await _run_script(state, job)
             if admitted.outcome is SubmitOutcome.ACTIVE_FULL and await drop_finished(
                     state.redis, state.keys, job.active_key, job.job_id):
-                admitted = await _run_script(state, job)
+                admitted = await _run_script(state, replace(job, rate=None))  # counted once already
     except TimeoutError:  # busy, as step by step; the script may have run: withdraw its job
         forget_later(state, sub, _withdraw)
         raise _saturated(state, sub) from None
@@ -238,6 +242,8 @@ async def _admit_in_one_step(state, sub: Submission) -> JobRecord | str:
         log.warning("could not store job %s: %s", sub.job_id, type(exc).__name__)
         forget_later(state, sub, _withdraw)
         raise ServiceUnavailable("the job store is unavailable; retry shortly") from None
+    if admitted.outcome is SubmitOutcome.RATE_LIMITED:
+        raise count.refusal()
     if admitted.outcome is SubmitOutcome.HELD:
         return idempotency.held(admitted.held, sub.body_digest)
     if admitted.outcome is SubmitOutcome.QUEUE_FULL:

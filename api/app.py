@@ -30,7 +30,7 @@ from .event_stream import StreamHandoff
 from .limits import BodySizeLimit
 from .metrics import GatewayMetrics
 from .outbox import OutboxSweeper
-from .quotas import RateLimit, ReaderSlots
+from .quotas import RateLimit, ReaderSlots, submit_paths
 from .relay import Relay
 from .routes import router
 from .stream_tokens import router as stream_token_router
@@ -137,19 +137,16 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.state.metrics = GatewayMetrics()
     metrics.count_redis_errors(app, app.state.metrics)
-    app.include_router(router)
-    app.include_router(stream_token_router)
-    app.include_router(jobs_list.router)
-    app.include_router(openai_compat.router)
-    app.include_router(responses.router)
-    app.include_router(ai_sdk.router)
-    app.include_router(metrics.router)
-    app.include_router(webpage.router)
+    routers = [router, stream_token_router, jobs_list.router, openai_compat.router, responses.router, ai_sdk.router,
+               metrics.router, webpage.router]
+    for each in routers:
+        app.include_router(each)
     install_docs(app)
     app.mount("/web", webpage.static_files(), name="web")
     # The last added runs first: authenticate, then count the request, then read the body.
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute)
+    app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute,
+                       submit_paths=submit_paths(route for each in routers for route in each.routes))
     app.add_middleware(Authenticate, keyring=keyring, tokens=stream_tokens)
     app.add_middleware(StreamHandoff)  # outermost: streams after everything above has returned
     return app

@@ -40,6 +40,7 @@ from tokenrelay.events import Event
 from .answer import Answer
 from .errors import ERROR_RESPONSES
 from .openai_schemas import ChatCompletionRequest
+from .quotas import counted_in_submit
 from .routes import REPLAYED_HEADER, start_job
 from .sse_response import SSE_HEADERS, STREAM_RETRY_DELAY_S, STREAM_RETRY_S
 
@@ -197,6 +198,7 @@ async def _complete(request: Request, job_id: str, base: dict[str, Any], headers
                **{code: ERROR_RESPONSES[code] for code in (400, 409, 413, 422, 503)}},
     summary="OpenAI-compatible chat completion (runs as a tokenrelay job)",
 )
+@counted_in_submit
 async def chat_completions(
     body: ChatCompletionRequest, request: Request,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description="Makes the request safe to "

@@ -13,6 +13,11 @@ Deliberate choices (read before changing):
   broker (RabbitMQ, a Redis of its own), the task sender's measurement, at most QUEUE_DEPTH_MAX_AGE_S
   old, plus what this process sent since.
 - Readers per job are counted per gateway process, where their memory is.
+- A request that submits a job in one step (tokenrelay/core/submit.py) is counted for
+  `rate_limit_per_minute` inside the submit's own script, not by a round trip of its own first: the
+  middleware leaves a `RequestCount` in the request's state and the submit takes it. A request that
+  never reaches the script (a 400 on its body, a saturated gateway) is counted once it was answered,
+  so every request still counts once; only its refusal comes from the script (after the body's checks).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -37,6 +44,7 @@ from .errors import error_response
 log = logging.getLogger("tokenrelay.gateway")
 
 WINDOW_S = 60
+RATE_KEY_TTL_S = 2 * WINDOW_S  # a window's counter outlives its minute
 # The count is skipped when Redis is this slow: the route will find out and answer 503 itself.
 COUNT_TIMEOUT_S = 1.0
 QUEUE_RETRY_AFTER_S = 5
@@ -48,22 +56,74 @@ def _quota_key(keys: Keys, principal: Principal, what: str) -> str:
     return f"{keys.prefix}:quota:{principal.name}:{what}"
 
 
+COUNT_FIELD = "tokenrelay_request_count"  # request.state: this request's RequestCount, not made yet
+
+
+def counted_in_submit(endpoint: Callable) -> Callable:
+    """Marks a route that submits a job: with the one-step submit, the script counts its request."""
+    endpoint.counted_in_submit = True
+    return endpoint
+
+
+def submit_paths(routes) -> frozenset[str]:
+    """The paths of the routes marked with `counted_in_submit` (the middleware counts their POSTs so)."""
+    return frozenset(route.path for route in routes
+                     if getattr(getattr(route, "endpoint", None), "counted_in_submit", False))
+
+
+@dataclass
+class RequestCount:
+    """A request's count in its key's per-minute window, left for the submit's script to make."""
+
+    key: str  # the window's counter
+    limit: int
+    window: int
+    taken: bool = False
+
+    def take(self) -> "RequestCount":
+        self.taken = True
+        return self
+
+    def refusal(self) -> LimitExceeded:
+        return rate_limited(self.limit, self.window, time.time())
+
+
+def rate_limited(per_minute: int, window: int, now: float) -> LimitExceeded:
+    retry_after = int((window + 1) * WINDOW_S - now) + 1
+    return LimitExceeded(f"more than {per_minute} requests per minute for this key "
+                         f"(rate_limit_per_minute); retry in {retry_after} s",
+                         limit="rate_limit_per_minute", retry_after_s=retry_after)
+
+
 class RateLimit:
     """Requests per minute per key, in fixed one-minute windows shared by all gateways."""
 
-    def __init__(self, app: ASGIApp, per_minute: int) -> None:
+    def __init__(self, app: ASGIApp, per_minute: int, submit_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.per_minute = per_minute
+        self.submit_paths = submit_paths  # counted by the submit's script where it runs in one step
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = scope.get("state", {}).get(STATE_FIELD) if scope["type"] == "http" else None
-        if principal is not None:
-            refusal = await self._check(scope["app"].state, principal)
-            if refusal is not None:
-                response = error_response(429, LimitExceeded.error_type, refusal.message, refusal.param,
-                                          headers={"Retry-After": str(refusal.retry_after_s)})
-                await response(scope, receive, send)
-                return
+        if principal is None:
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        if (scope["path"] in self.submit_paths and scope["method"] == "POST"
+                and getattr(state, "submit_script", None) is not None):
+            window = int(time.time() // WINDOW_S)
+            count = RequestCount(_quota_key(state.keys, principal, f"rpm:{window}"), self.per_minute, window)
+            scope["state"][COUNT_FIELD] = count
+            await self.app(scope, receive, send)
+            if not count.taken:  # answered before its submit ran: it counts all the same
+                await self._check(state, principal)
+            return
+        refusal = await self._check(state, principal)
+        if refusal is not None:
+            response = error_response(429, LimitExceeded.error_type, refusal.message, refusal.param,
+                                      headers={"Retry-After": str(refusal.retry_after_s)})
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
     async def _check(self, state, principal: Principal) -> LimitExceeded | None:
@@ -73,16 +133,13 @@ class RateLimit:
         try:
             async with asyncio.timeout(COUNT_TIMEOUT_S), state.redis.pipeline(transaction=False) as pipe:
                 pipe.incr(key)
-                pipe.expire(key, WINDOW_S * 2)
+                pipe.expire(key, RATE_KEY_TTL_S)
                 count, _ = await pipe.execute()
         except Exception:  # noqa: BLE001 - Redis trouble of any kind: the route will say 503
             return None
         if count <= self.per_minute:
             return None
-        retry_after = int((window + 1) * WINDOW_S - now) + 1
-        return LimitExceeded(f"more than {self.per_minute} requests per minute for this key "
-                             f"(rate_limit_per_minute); retry in {retry_after} s",
-                             limit="rate_limit_per_minute", retry_after_s=retry_after)
+        return rate_limited(self.per_minute, window, now)
 
 
 async def queue_depth(state, max_age_s: float = QUEUE_DEPTH_MAX_AGE_S) -> int:

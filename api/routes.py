@@ -28,6 +28,7 @@ from .errors import ERROR_RESPONSES
 from .event_stream import EventStreamResponse
 from .filters import StreamFilter
 from .graph_jobs import graph_request
+from .quotas import COUNT_FIELD, counted_in_submit
 from .schemas import CancelResult, Health, JobCreated, JobRequest, JobView, Readiness
 from .sse_response import sse_response
 
@@ -143,7 +144,7 @@ async def start_job(body: JobRequest, request: Request, max_tokens_param: str = 
     if extra:
         request_doc = {**extra, **request_doc}
     sub = Submission(principal, protocol.new_job_id(), model, request_doc, body.metadata,
-                     idempotency.check(idempotency_key))
+                     idempotency.check(idempotency_key), rate_count=getattr(request.state, COUNT_FIELD, None))
     if sub.idempotency_key is not None:
         sub.body_digest = idempotency.digest(body.model_dump(mode="json"))
         held = await earlier_job_id(state, sub)
@@ -188,6 +189,7 @@ async def _resume_point(request: Request, job_id: str, raw_after: str | None) ->
              responses={200: {**SSE_RESPONSE, "description": "With `stream: true`: " + SSE_RESPONSE["description"]},
                         **_responses(400, 401, 409, 413, 422, 429, 503)},
              summary="Submit a job")
+@counted_in_submit
 async def submit_job(
     body: JobRequest, request: Request, response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description="Makes the submit safe to "

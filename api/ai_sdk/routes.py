@@ -24,6 +24,7 @@ from tokenrelay.errors import InvalidRequest, JobNotFound
 from ..auth import principal_of
 from ..errors import ERROR_RESPONSES
 from ..openai_compat import JOB_ID_HEADER, job_events
+from ..quotas import counted_in_submit
 from ..routes import _check_readable, start_job
 from ..event_stream import EventStreamResponse
 from ..sse_response import SSE_HEADERS, event_stream
@@ -99,6 +100,7 @@ STREAM_DOC = {"content": {"text/event-stream": {}}, "description": "The UI messa
 
 @router.post("/ai-sdk/chat", responses={200: STREAM_DOC, **{c: ERROR_RESPONSES[c] for c in (400, 401, 413, 429, 503)}},
              summary="Run the chat's next assistant message as a job and stream it (AI SDK UI message stream)")
+@counted_in_submit
 async def chat(body: ChatRequest, request: Request) -> EventStreamResponse:
     state = request.app.state
     key = _chat_key(request, body.id)

@@ -29,6 +29,7 @@ from tokenrelay.errors import InvalidRequest, JobNotFound, TokenRelayError
 
 from ..errors import ERROR_RESPONSES
 from ..openai_compat import JOB_ID_HEADER, job_events
+from ..quotas import counted_in_submit
 from ..routes import REPLAYED_HEADER, _record, start_job
 from ..event_stream import EventStreamResponse
 from ..sse_response import SSE_HEADERS, event_stream
@@ -191,6 +192,7 @@ SSE_DOC = {"content": {"text/event-stream": {}}, "description": "The response ob
 @router.post("/v1/responses", responses={200: SSE_DOC, 404: {**ERROR_RESPONSES[404], "description": "Unknown model."},
                                          **_responses(400, 401, 413, 429, 503)},
              summary="Create a response (OpenAI Responses API; background mode supported)")
+@counted_in_submit
 async def create_response(
     body: ResponseRequest, request: Request,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", description="Makes the request safe to "

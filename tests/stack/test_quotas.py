@@ -8,6 +8,7 @@ import time
 
 import httpx
 import pytest
+from redis import Redis
 
 from api.auth import hash_key
 from tokenrelay import Client
@@ -123,6 +124,28 @@ def test_requests_per_minute_per_key_and_stream_duration(redis_server, stack_set
         elapsed = time.monotonic() - started
         assert response.status_code == 200 and "max_stream_s" in response.text and "event: end" not in response.text
         assert 1 <= elapsed < 5
+
+
+def test_submits_count_against_requests_per_minute_in_their_own_round_trip(redis_server, stack_settings):
+    # A submit is counted inside its one-step script; a submit refused before it (400) is counted after
+    # its answer. Both share the key's budget with every other request.
+    settings = settings_for(stack_settings, "quota-rate-submit", rate_limit_per_minute=4)
+    if time.time() % 60 > 50:  # the whole test within one window
+        time.sleep(61 - time.time() % 60)
+    redis = Redis.from_url(redis_server.url)
+    with Stack(redis_server.url, settings, workers=0) as stack:
+        post = lambda body: httpx.post(f"{stack.url}/v1/jobs", json=body, headers=bearer("alice"))  # noqa: E731
+        assert httpx.get(f"{stack.url}/v1/jobs/{'0' * 32}", headers=bearer("alice")).status_code == 404
+        assert_error(post({**JOB, "params": {"max_tokens": 10 ** 9}}), 400, param="params.max_tokens")
+        assert post(JOB).status_code == 202
+        assert post(JOB).status_code == 202
+        queued = redis.llen(settings["queue_name"])
+        assert_429(post(JOB), "rate_limit_per_minute")  # the 5th request: refused by the script
+        assert redis.llen(settings["queue_name"]) == queued == 2  # and nothing was queued
+        assert_429(httpx.get(f"{stack.url}/v1/jobs/{'0' * 32}", headers=bearer("alice")), "rate_limit_per_minute")
+        assert post(JOB).status_code == 429
+        assert httpx.post(f"{stack.url}/v1/jobs", json=JOB, headers=bearer("bob")).status_code == 202
+    redis.close()
 
 
 @pytest.mark.parametrize("command", ["api", "dev"])

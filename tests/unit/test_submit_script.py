@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import uuid
+from dataclasses import replace
 
 from redis.asyncio import Redis
 
@@ -135,5 +136,25 @@ def test_a_retry_of_the_same_script_is_admitted_once(redis_server):
         assert first.outcome is again.outcome is SubmitOutcome.ADMITTED
         assert await redis.zcard(job.active_key) == 1 and await redis.hget(keys.meta(job.job_id), "attempt") == b"0"
         assert await redis.llen(submit.queue) == 1  # the key tells the retry it ran: nothing written again
+
+    run(redis_server.url, scenario)
+
+
+def test_it_counts_the_request_first_and_refuses_over_the_limit_writing_nothing_else(redis_server):
+    async def scenario(redis, keys, submit):
+        counter = f"{keys.prefix}:quota:{OWNER}:rpm:1"
+        counted = lambda job: replace(job, rate=(counter, 2, 120))  # noqa: E731
+        assert (await submit(counted(new_job(keys)))).outcome is SubmitOutcome.ADMITTED
+        await redis.set(keys.idempotency(OWNER, "k"), "earlier digest")
+        held = await submit(counted(new_job(keys, idempotency=(keys.idempotency(OWNER, "k"), "mine digest"))))
+        assert held.outcome is SubmitOutcome.HELD  # a repeat counts as a request too
+        assert await ttl_and_value(redis, counter) == (120, b"2")
+        before = sorted(await redis.keys(f"{keys.prefix}*"))
+
+        refused = await submit(counted(new_job(keys)))
+        assert (refused.outcome, refused.record) == (SubmitOutcome.RATE_LIMITED, None)
+        assert sorted(await redis.keys(f"{keys.prefix}*")) == before  # no record, no task, no slot
+        assert await redis.get(counter) == b"3" and await redis.llen(submit.queue) == 1
+        assert (await submit(new_job(keys))).outcome is SubmitOutcome.ADMITTED  # not counted here: not refused
 
     run(redis_server.url, scenario)

@@ -70,6 +70,7 @@ class SubmitOutcome(StrEnum):
     HELD = "held"  # the Idempotency-Key names an earlier job
     QUEUE_FULL = "queue_full"  # max_queued_jobs
     ACTIVE_FULL = "active_full"  # max_active_jobs_per_key, counting jobs that may have finished since
+    RATE_LIMITED = "rate_limited"  # rate_limit_per_minute: the request was counted, nothing else written
 
 
 class Started(NamedTuple):

@@ -1,5 +1,5 @@
-"""A submit in one round trip: lua/submit.lua checks the queue's depth and the key's active jobs, and
-writes the record, its indexes, the Idempotency-Key and the Celery task message, atomically.
+"""A submit in one round trip: lua/submit.lua counts the request against the key's requests per minute,
+checks the queue's depth and the key's active jobs, and writes the record, its indexes, the Idempotency-Key and the Celery task message, atomically.
 
 Only where every key it names is on one server: a single Redis (or a Sentinel's primary) that is also
 the broker (no broker URL of its own). A cluster spreads these keys over slots, and a separate broker
@@ -37,6 +37,8 @@ class NewJob:
     owner: str
     active_key: str  # the owner's set of queued or running jobs (api/quotas.py names it)
     idempotency: tuple[str, str] | None = None  # (key name, value to store) with an Idempotency-Key
+    # The request's count for rate_limit_per_minute, made first: (the window's counter, limit, its TTL in s).
+    rate: tuple[str, int, int] | None = None
 
 
 def one_step_possible(settings: Settings) -> bool:
@@ -63,13 +65,17 @@ class SubmitScript:
             flat += [name, value]
         keys = [self.queue, job.active_key, self.keys.meta(job.job_id), self.keys.recent(job.job_id),
                 self.keys.owner_jobs(job.owner)]
+        rate_limit, rate_ttl_s = "", ""
+        if job.rate is not None:
+            keys.append(job.rate[0])
+            rate_limit, rate_ttl_s = job.rate[1], job.rate[2]
         idempotency_value = ""
         if job.idempotency is not None:
             keys.append(job.idempotency[0])
             idempotency_value = job.idempotency[1]
         args = [self.max_queued, self.max_active, self.ttl_s, job.job_id, repr(time.time()), self.ttl_s,
                 RECENT_JOBS_PER_BUCKET, RECENT_JOBS_KEPT, task_message(job.job_id, self.queue, self.origin),
-                idempotency_value, *flat]
+                idempotency_value, rate_limit, rate_ttl_s, *flat]
         reply = await self._script(keys=keys, args=args)
         outcome = SubmitOutcome(reply[0].decode())
         if outcome is SubmitOutcome.HELD and idempotency_value and reply[1].decode() == idempotency_value:
