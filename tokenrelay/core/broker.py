@@ -12,6 +12,12 @@ finished (nothing runs) or running under a live lease (nothing runs twice), and 
 is really lost is queued again sooner by the lease reaper (worker/runtime.py). The same holds for
 the Sentinel transport (a `redis+sentinel://` broker URL).
 
+A received message is handed to the worker first and recorded as unacknowledged right after, on the
+same thread (kombu records it first, a round trip every job's start waited for). The record is written
+as early as before, and it cannot come after the acknowledgement: Celery acknowledges on its consumer's
+event loop, which is this thread, busy with the record until it is written. A message the worker
+acknowledged or rejected at once (an unknown task) is not recorded at all.
+
 Also, kombu builds a new redis-py client (around the same pool) for every acknowledgement and for the
 bookkeeping of every message received; here the channel keeps one: redis-py clients are thread-safe
 and cheap to share, costly to build (a few percent of a busy worker's CPU).
@@ -50,7 +56,25 @@ class _OneClient:
         return client
 
 
-class Channel(_OneClient, redis.Channel):
+class _TrackAfterDispatch:
+    """basic_consume that records a message as unacknowledged after its callback, not before."""
+
+    def basic_consume(self, queue, no_ack, callback, consumer_tag, **kwargs):
+        if no_ack:
+            return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
+
+        def dispatch_then_track(message):
+            try:
+                return callback(message)
+            finally:
+                if not message.acknowledged:
+                    self.qos.append(message, message.delivery_tag)
+
+        # no_ack=True here only stops kombu from recording the message itself, before the callback.
+        return super().basic_consume(queue, True, dispatch_then_track, consumer_tag, **kwargs)
+
+
+class Channel(_TrackAfterDispatch, _OneClient, redis.Channel):
     QoS = QoS
     do_restore = False
 
@@ -59,7 +83,7 @@ class Transport(redis.Transport):
     Channel = Channel
 
 
-class SentinelChannel(_OneClient, redis.SentinelChannel):
+class SentinelChannel(_TrackAfterDispatch, _OneClient, redis.SentinelChannel):
     QoS = QoS
     do_restore = False
 
