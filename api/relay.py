@@ -144,13 +144,17 @@ class Relay:
         self._dirty[key] = None
         self._pending.set()
 
-    async def _start_hub(self, hub: Hub) -> None:
+    async def _start_hub(self, hub: Hub, *, fresh: bool) -> None:
         channel = self.keys.live(job_id_of(hub.key)).encode()
         self._channels[channel] = hub.key
-        await self.subscriber.subscribe(channel)
+        already = await self.subscriber.subscribe(channel)
         # Read the job now too: its confirmation makes the pump read it again, which covers what lands
-        # until the subscription takes effect; this read only brings the first events sooner.
-        self._mark(hub.key)
+        # until the subscription takes effect; this read only brings the first events sooner. A job
+        # just created here has none yet (its worker has barely been told): the confirmation's read will
+        # do, unless the subscription could not be sent (Redis down: the read's failure is what starts
+        # the checks for lost jobs).
+        if already or not fresh or not self.subscriber.sent(channel):
+            self._mark(hub.key)
 
     def _end_hub(self, hub: Hub) -> None:
         channel = self.keys.live(job_id_of(hub.key)).encode()
@@ -295,7 +299,7 @@ class Relay:
         try:
             if not hub.live:
                 hub.live, hub.position = True, last
-                await self._start_hub(hub)
+                await self._start_hub(hub, fresh=fresh)
             elif hub.position is not None and (last is None or hub.position > last):
                 async for batch, last, ended in self.history.read(key, last, hub.position, stream_filter):
                     cursor.last = last

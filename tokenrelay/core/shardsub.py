@@ -82,6 +82,10 @@ class ShardSubscriber:
             await self._place(channel)
         return False
 
+    def sent(self, channel: bytes) -> bool:
+        """True once `channel`'s subscription went out on a live connection (its `on_ready` is due)."""
+        return channel in self._by_channel
+
     def release(self, channel: bytes) -> None:
         """Stop listening to `channel`; the server is told in the background, unless it is wanted again."""
         self.channels.discard(channel)
