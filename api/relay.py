@@ -147,7 +147,9 @@ class Relay:
     async def _start_hub(self, hub: Hub, *, fresh: bool) -> None:
         channel = self.keys.live(job_id_of(hub.key)).encode()
         self._channels[channel] = hub.key
-        already = await self.subscriber.subscribe(channel)
+        # Shielded: a first reader that leaves mid-subscribe must not cancel it for the readers that joined
+        # meanwhile (they would wait on a hub that is never notified); the hub's end releases it after.
+        already = await asyncio.shield(self.subscriber.subscribe(channel))
         # Read the job now too: its confirmation makes the pump read it again, which covers what lands
         # until the subscription takes effect; this read only brings the first events sooner. A job
         # just created here has none yet (its worker has barely been told): the confirmation's read will

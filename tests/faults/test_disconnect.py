@@ -68,6 +68,10 @@ class InThreadGateway:
     def tasks(self) -> int:
         return self.in_loop(lambda: len(asyncio.all_tasks()))
 
+    def subscriber_running(self) -> bool:
+        """The process's subscriber connection is open (it stays once the process followed a job)."""
+        return self.in_loop(lambda: any(task.get_name().startswith("tokenrelay-sub-") for task in asyncio.all_tasks()))
+
     def readers(self) -> tuple[int, int, int]:
         state = self.app.state
         return self.in_loop(lambda: (state.relay.reader_count, len(state.relay.hubs), sum(state.reader_slots.open.values())))
@@ -103,6 +107,11 @@ def test_disconnected_clients_are_released_at_once(redis_server, fault_settings,
             wait_for_workers(gateway.url, 1)
             job_id = submit(gateway.url, {**SLOW_JOB, "params": {"max_tokens": 400, "tokens_per_second": 20}})
             wait_until(lambda: gateway.readers() == (0, 0, 0))
+            # Idle as after any job: a process keeps its subscriber connection (and its reader task)
+            # once it has followed one, so the baseline comes after a first reader came and went.
+            _open_stream(gateway.port, job_id).close()
+            wait_until(lambda: gateway.readers() == (0, 0, 0) and gateway.subscriber_running(), timeout_s=5,
+                       message="first reader released")
             idle_tasks = gateway.tasks()
             idle_clients = _gateway_clients(redis_server.url)
             sockets = [_open_stream(gateway.port, job_id) for _ in range(READERS)]
@@ -115,8 +124,8 @@ def test_disconnected_clients_are_released_at_once(redis_server, fault_settings,
             wait_until(lambda: gateway.readers() == (0, 0, 0), timeout_s=5, message="readers released")
             released_s = time.monotonic() - closed_at
             wait_until(lambda: gateway.tasks() <= idle_tasks, timeout_s=5, message="tasks back to idle")
-            # Redis: the same connections as before (the pool and one shared reader), and none left
-            # running a command for a reader that is gone.
+            # Redis: the same connections as before (the pool, the relay's reads, the subscriber), and none
+            # left running a command for a reader that is gone.
             clients = _gateway_clients(redis_server.url)
             assert len(clients) == len(idle_clients)
             blocked = [c for c in clients if c["cmd"] not in ("xread", "client|list", "NULL", "ping", "evalsha")]

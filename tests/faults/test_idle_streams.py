@@ -45,6 +45,11 @@ def test_idle_streams_cost_one_task_each_and_are_released_when_the_client_leaves
     settings = Settings(redis_url=redis_server.url, **{**fault_settings, "keepalive_s": 60})
     with InThreadGateway(settings) as gateway:
         job_id = submit(gateway.url, {"model": "demo", "prompt": "nobody runs me"})
+        # Idle as after any job: a process keeps its subscriber connection (its reader task and watchdog)
+        # once it has followed one, so the baseline comes after a first stream came and went.
+        _open_idle_stream(gateway.port, job_id).close()
+        wait_until(lambda: gateway.readers() == (0, 0, 0) and gateway.subscriber_running(), timeout_s=5,
+                   message="first stream released")
         idle_tasks = gateway.tasks()
         sockets = [_open_idle_stream(gateway.port, job_id) for _ in range(STREAMS)]
         wait_until(lambda: gateway.readers() == (STREAMS, 1, STREAMS), message="readers joined")

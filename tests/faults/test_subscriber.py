@@ -9,10 +9,12 @@ import time
 
 from redis.asyncio import Redis
 
+from api.relay import Relay
 from tokenrelay.core.connections import parse_redis_url, subscriber_connector
+from tokenrelay.core.protocol import encode_fields, new_job_id
 from tokenrelay.core.shardsub import ShardSubscriber
 
-from ..support.relay import until
+from ..support.relay import KEYS, Recorder, append, until
 from .proxy import FaultProxy
 
 PING_TIMEOUT_S = 2.0
@@ -49,6 +51,43 @@ def test_a_silent_node_is_given_up_and_its_channels_come_back_when_it_answers(re
             await subscriber.close()
             await redis.aclose()
             await publisher.aclose()
+
+    with FaultProxy(redis_server.port) as proxy:
+        asyncio.run(scenario(proxy))
+
+
+def test_a_first_reader_leaving_mid_subscribe_does_not_strand_the_readers_that_joined_meanwhile(redis_server):
+    # The relay reaches Redis through a slow link, so the first reader's subscription takes a while; a second
+    # reader joins the job's hub meanwhile, then the first one leaves. The second must still get what comes.
+    async def scenario(proxy: FaultProxy) -> None:
+        redis = Redis.from_url(redis_server.url)
+        relay_redis = Redis.from_url(proxy.url)
+        relay = Relay(relay_redis, parse_redis_url(proxy.url), KEYS, hooks=Recorder(), history_batch=10,
+                      client_buffer_events=100, keepalive_s=30)
+        await relay.start()
+        job_id = new_job_id()
+        await append(redis, job_id, "1-0", encode_fields("token", {"text": "a", "index": 0}))
+        first, second = relay.follow_events(job_id), relay.follow_events(job_id)
+        try:
+            assert (await first.__anext__()).id == "1-0"  # its history; the next step subscribes
+            proxy.set_mode("delay", delay_s=0.4, replies_only=True)
+            leaving = asyncio.create_task(first.__anext__())
+            assert (await second.__anext__()).id == "1-0"
+            waiting = asyncio.create_task(second.__anext__())  # joins the hub the first one is subscribing
+            await until(lambda: relay.reader_count == 2, 5, "both readers on the hub")
+            assert not leaving.done()  # still subscribing
+            leaving.cancel()
+            await asyncio.gather(leaving, return_exceptions=True)
+            await first.aclose()
+            proxy.set_mode("pass")
+            await append(redis, job_id, "1-1", encode_fields("token", {"text": "b", "index": 1}))
+            event = await asyncio.wait_for(waiting, 10)
+            assert (event.id, event.data["text"]) == ("1-1", "b")
+        finally:
+            await second.aclose()
+            await relay.stop()
+            await relay_redis.aclose()
+            await redis.aclose()
 
     with FaultProxy(redis_server.port) as proxy:
         asyncio.run(scenario(proxy))

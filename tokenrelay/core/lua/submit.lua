@@ -32,7 +32,7 @@ if rate_limit ~= '' then rate = KEYS[next_key]; next_key = next_key + 1 end
 if idempotency_value ~= '' then idempotency = KEYS[next_key] end
 
 if rate then
-  local count = redis.call('INCR', rate)
+  local count = redis.call('INCRBY', rate, 1)  -- INCRBY, as the middleware counts (ACLs name it)
   redis.call('EXPIRE', rate, rate_ttl_s)
   if count > tonumber(rate_limit) then return {'rate_limited'} end
 end
