@@ -54,6 +54,22 @@ async def _run(make, plan: list[tuple[str, object]], sizes: scenarios.Sizes, res
         impl.stop()
 
 
+async def _alternating_first_token(make_tokenrelay, sizes: scenarios.Sizes, results: dict) -> None:
+    """Scenario 4 again, both stacks up and requests alternating; its figures join scenario 4's."""
+    impls = []
+    try:
+        impls.append(make_tokenrelay())
+        impls.append(Direct())
+        figures = await scenarios.first_token_alternating(impls, sizes)
+    except Exception as exc:  # noqa: BLE001 - a failed side measurement is a result too
+        figures = {impl.name: {"alternating_error": f"{type(exc).__name__}: {exc}"[:200]} for impl in impls}
+    finally:
+        for impl in impls:
+            impl.stop()
+    for name, values in figures.items():
+        results.setdefault("4_first_token", {}).setdefault(name, {}).update(values)
+
+
 async def _sweep(make, scenario, field: str, values: list[int], sizes: scenarios.Sizes) -> list[dict]:
     impl = make()
     points = []
@@ -112,6 +128,9 @@ async def main(argv: list[str] | None = None) -> int:
     _log("naive relay")
     await _run(naive, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
                        ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token)], sizes, results, only)
+    if only is None or "4" in only:
+        _log("first token, tokenrelay and direct up at once, alternating")
+        await _alternating_first_token(tokenrelay, sizes, results)
     if not args.no_langgraph:
         _log("langgraph dev")
         await _run(LangGraphDev, [("8_side_by_side", scenarios.side_by_side)], sizes, results, only)

@@ -218,6 +218,8 @@ async def fanout(impl: Implementation, sizes: Sizes) -> dict:
 
 # -- 4. time to first token ---------------------------------------------------------------------------
 
+ALTERNATING_WARMUP_ROUNDS = 20
+
 async def first_token(impl: Implementation, sizes: Sizes) -> dict:
     overheads = []
     for _ in range(sizes.ttft_jobs):
@@ -225,6 +227,22 @@ async def first_token(impl: Implementation, sizes: Sizes) -> dict:
         reading = await submit_and_read(impl, 1, 0)  # tps 0: the model's own first-token delay is 0
         overheads.append(reading.first_token_at - started)
     return {"ttft_p50_ms": percentile(overheads, 0.5) * 1000, "ttft_p99_ms": percentile(overheads, 0.99) * 1000}
+
+
+async def first_token_alternating(impls: list[Implementation], sizes: Sizes) -> dict:
+    """Time to first token with every implementation up at once, one request to each in turn (the order
+    flipped each round): a machine whose speed drifts over minutes (a shared VM's does, by 2 × within an
+    hour) then weighs on all of them alike, and none is measured while the others' processes are down."""
+    overheads: dict[str, list[float]] = {impl.name: [] for impl in impls}
+    for round_number in range(ALTERNATING_WARMUP_ROUNDS + sizes.ttft_jobs):
+        for impl in (impls if round_number % 2 else impls[::-1]):
+            started = time.time()
+            reading = await submit_and_read(impl, 1, 0)
+            if round_number >= ALTERNATING_WARMUP_ROUNDS:
+                overheads[impl.name].append(reading.first_token_at - started)
+    return {name: {"alternating_ttft_p50_ms": percentile(values, 0.5) * 1000,
+                   "alternating_ttft_p99_ms": percentile(values, 0.99) * 1000}
+            for name, values in overheads.items()}
 
 
 # -- 5. idle readers ----------------------------------------------------------------------------------
