@@ -161,7 +161,7 @@ class Reader:
 class Hub:
     """Everything this process relays for one job."""
 
-    __slots__ = ("key", "readers", "filtered", "position", "live", "done", "owner")
+    __slots__ = ("key", "readers", "filtered", "position", "live", "done", "owner", "reading")
 
     def __init__(self, key: bytes) -> None:
         self.key = key
@@ -171,6 +171,7 @@ class Hub:
         self.position: EventId | None = None  # last entry the shared loop has read
         self.live = False
         self.done = False
+        self.reading = False  # in the relay's read in flight
 
     def lost_entries(self) -> list[RawEntry]:
         """An `error` and an `end` right after what was relayed, for a job whose data is gone."""

@@ -56,6 +56,8 @@ class GatewayMetrics:
                                    "of XRANGEs over the notified jobs, whatever the number of readers).", registry=registry)
         self.relay_entries_read = Counter("tokenrelay_relay_entries_read", "Stream entries the relay's shared "
                                           "XREAD returned.", registry=registry)
+        self.relay_entries_notified = Counter("tokenrelay_relay_entries_notified", "Stream entries the relay "
+                                              "took from workers' notifications, without a read.", registry=registry)
 
     def relay_hooks(self) -> "RelayMetrics":
         return RelayMetrics(self)
@@ -71,6 +73,9 @@ class RelayMetrics(RelayHooks):
         self.metrics.relay_reads.inc()
         if entries:
             self.metrics.relay_entries_read.inc(entries)
+
+    def on_notified(self, entries: int) -> None:
+        self.metrics.relay_entries_notified.inc(entries)
 
     def on_read_failed(self, error: Exception) -> None:
         if isinstance(error, RedisError):

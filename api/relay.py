@@ -73,7 +73,7 @@ from tokenrelay.events import Event
 from .direct_write import Outlet
 from .filters import StreamFilter
 from .history import History
-from .hubs import END_EVENT, Cursor, Entry, Hub, Reader, job_id_of
+from .hubs import END_EVENT, Cursor, Entry, Hub, Reader, entry_id, job_id_of
 from .relay_hooks import RelayHooks
 
 log = logging.getLogger("tokenrelay.gateway.relay")
@@ -81,6 +81,15 @@ log = logging.getLogger("tokenrelay.gateway.relay")
 RETRY_DELAY_S = 0.5
 # A live read (one pipeline for every notified job) Redis has not answered in this long is retried.
 READ_TIMEOUT_S = 3.0
+
+
+
+def _comes_next(position: EventId | None, raw_id: bytes) -> bool:
+    """True if `raw_id` is the entry right after `position` (the first entry of attempt 1 after none)."""
+    entry = entry_id(raw_id)
+    if position is None:
+        return entry == EventId(1, 0)
+    return entry.attempt == position.attempt and entry.seq == position.seq + 1
 
 
 class Relay:
@@ -101,7 +110,7 @@ class Relay:
         self.hubs: dict[bytes, Hub] = {}
         self._channels: dict[bytes, bytes] = {}  # notification channel -> events key
         connect = subscriber_connector(target, client_name=f"tokenrelay-gateway-sub:{os.getpid()}")
-        self.subscriber = ShardSubscriber(redis, connect, on_message=self._notified, on_ready=self._notified,
+        self.subscriber = ShardSubscriber(redis, connect, on_message=self._notified_with, on_ready=self._notified,
                                           on_lost=self._lost)
         self._dirty: dict[bytes, None] = {}  # events keys to read, in arrival order
         self._pending = asyncio.Event()
@@ -134,6 +143,24 @@ class Relay:
         key = self._channels.get(channel)
         if key is not None:
             self._mark(key)
+
+    def _notified_with(self, channel: bytes, data: bytes) -> None:
+        """A worker's write: relay the entries it carries if they come right after the hub's position and
+        nothing of the job is being read; otherwise read the job."""
+        key = self._channels.get(channel)
+        if key is None:
+            return
+        hub = self.hubs.get(key)
+        if (hub is not None and hub.live and not hub.done and not hub.reading and key not in self._dirty
+                and not self._check_records):
+            entries = protocol.notified_entries(data)
+            if entries and _comes_next(hub.position, entries[0][0]):
+                sent, tokens = hub.deliver(entries)
+                self.hooks.on_notified(len(entries))
+                if sent:
+                    self.hooks.on_sent(sent, tokens)
+                return
+        self._mark(key)
 
     def _lost(self, channels: set[bytes]) -> None:
         # Re-subscribing reads every job again; meanwhile, check that the jobs still exist.
@@ -180,6 +207,8 @@ class Relay:
             self._dirty.clear()
             if not hubs:
                 continue
+            for hub in hubs:
+                hub.reading = True  # a notification meanwhile is read, not relayed: it may hold what this reads
             try:
                 async with self.pump_redis.pipeline(transaction=False) as pipe:
                     for hub in hubs:
@@ -190,6 +219,8 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep relaying once Redis is back
+                for hub in hubs:
+                    hub.reading = False
                 log.warning("relay read failed: %s", exc)
                 self.hooks.on_read_failed(exc)
                 self._check_records = True
@@ -199,6 +230,7 @@ class Relay:
                 continue
             read = sent = tokens = 0
             for hub, entries in zip(hubs, results):
+                hub.reading = False
                 read += len(entries)
                 if entries and hub.live and not hub.done:
                     events, token_events = hub.deliver(entries)

@@ -12,6 +12,9 @@ class RelayHooks:
     def on_read(self, entries: int) -> None:
         """A round of reads (one pipeline of XRANGEs) returned, with `entries` entries of followed jobs."""
 
+    def on_notified(self, entries: int) -> None:
+        """A notification carried `entries` entries of a followed job, relayed without a read."""
+
     def on_read_failed(self, error: Exception) -> None:
         """A round of reads failed; the relay retries by itself."""
 

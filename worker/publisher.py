@@ -5,8 +5,9 @@ Deliberate choices (read before changing):
   `flush_window_ms` asks for it. Tokens that arrive while a write is in flight are merged into
   one `token` event per job (text concatenated, `count` says how many) and written together,
   all jobs in one pipeline: batching happens exactly when tokens come faster than Redis answers.
-- Each job's writes in a batch end with an `SPUBLISH` on the job's channel (same slot): the gateways
-  that follow the job read it then (api/relay.py). A lost notification costs only time.
+- Each job's writes in a batch end with an `SPUBLISH` on the job's channel (same slot) carrying the
+  entries just written (`protocol.notification`): the gateways that follow the job relay them from
+  there, or read the stream when they cannot (api/relay.py). A lost notification costs only time.
 - Ids are assigned when a batch is built, `<attempt>-<seq>`, and kept across retries, so a
   retried write fails with "equal or smaller" instead of duplicating. Such a failure is checked
   against the stream's top entry: a higher attempt there means this attempt was superseded.
@@ -228,12 +229,12 @@ class StreamPublisher:
             for stream, entries in batches:
                 if stream.acked is not None:  # where the stream ends now, to check no entry of ours was lost
                     pipe.xrevrange(stream.key, count=1)
-                for event_id, event in entries:
-                    pipe.xadd(stream.key, protocol.encode_fields(event.event, event.data), id=event_id)
+                encoded = [(event_id, protocol.encode_fields(event.event, event.data)) for event_id, event in entries]
+                for event_id, fields in encoded:
+                    pipe.xadd(stream.key, fields, id=event_id)
                 if stream.first_write:
                     pipe.expire(stream.key, self.running_ttl_s)
-                # Gateways following the job read it again (api/relay.py); the id is for debugging only.
-                pipe.spublish(stream.channel, entries[-1][0])
+                pipe.spublish(stream.channel, protocol.notification(encoded))  # see api/relay.py
             async with asyncio.timeout(self.write_timeout_s):
                 results = await pipe.execute(raise_on_error=False)
         self.writes += 1

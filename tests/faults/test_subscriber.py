@@ -26,8 +26,8 @@ def test_a_silent_node_is_given_up_and_its_channels_come_back_when_it_answers(re
         target = parse_redis_url(proxy.url)
         redis = Redis.from_url(proxy.url)
         subscriber = ShardSubscriber(redis, subscriber_connector(target, client_name="test-sub"),
-                                     on_message=messages.append, on_ready=ready.append, on_lost=lost.append,
-                                     ping_timeout_s=PING_TIMEOUT_S)
+                                     on_message=lambda channel, data: messages.append(channel),
+                                     on_ready=ready.append, on_lost=lost.append, ping_timeout_s=PING_TIMEOUT_S)
         publisher = Redis.from_url(redis_server.url)
         try:
             await subscriber.subscribe(b"{job}:live")

@@ -25,7 +25,8 @@ def test_the_connection_outlives_the_last_channel_and_serves_the_next_job(redis_
         redis = Redis.from_url(redis_server.url, decode_responses=False)
         subscriber = ShardSubscriber(redis, subscriber_connector(parse_redis_url(redis_server.url),
                                                                  client_name=CLIENT_NAME),
-                                     on_message=messages.append, on_ready=ready.append, on_lost=print)
+                                     on_message=lambda channel, data: messages.append(channel),
+                                     on_ready=ready.append, on_lost=print)
         try:
             await subscriber.subscribe(b"{first}:live")
             await until(lambda: ready == [b"{first}:live"], 5, "first subscription confirmed")

@@ -8,14 +8,18 @@ from redis.asyncio import Redis
 
 from api.relay import RelayHooks
 from tokenrelay.core.keys import Keys
+from tokenrelay.core.protocol import notification
 
 KEYS = Keys("tokenrelay-relay-test")
 
 
 class Recorder(RelayHooks):
     def __init__(self) -> None:
-        self.read = self.reads = self.sent_events = self.sent_tokens = self.dropped = 0
+        self.read = self.reads = self.notified = self.sent_events = self.sent_tokens = self.dropped = 0
         self.failures: list[Exception] = []
+
+    def on_notified(self, entries: int) -> None:
+        self.notified += entries
 
     def on_read(self, entries: int) -> None:
         self.reads += 1
@@ -33,9 +37,16 @@ class Recorder(RelayHooks):
 
 
 async def append(redis: Redis, job_id: str, entry_id: str, fields: dict) -> None:
-    """What a worker's write does: the entry, then the notification on the job's channel."""
+    """A write that notifies its last id only (as the final `end`, or a write too big to carry)."""
     await redis.xadd(KEYS.events(job_id), fields, id=entry_id)
     await redis.spublish(KEYS.live(job_id), entry_id)
+
+
+async def append_notified(redis: Redis, job_id: str, entries: list[tuple[str, dict]]) -> None:
+    """What a worker's write does: the entries, then a notification that carries them."""
+    for entry_id, fields in entries:
+        await redis.xadd(KEYS.events(job_id), fields, id=entry_id)
+    await redis.spublish(KEYS.live(job_id), notification(entries))
 
 
 async def until(condition, timeout_s: float = 10.0, message: str = "condition") -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from redis.crc import key_slot
 
 from tokenrelay.core import protocol
 from tokenrelay.core.keys import INDEX_BUCKETS, Keys, bucket_of
-from tokenrelay.core.protocol import EventId
+from tokenrelay.core.protocol import (MAX_NOTIFIED_CHARS, EventId, encode_fields, notification,
+                                      notified_entries)
 from tokenrelay.errors import InvalidEventId, InvalidJobId
 from tokenrelay.sse import SSEParser
 
@@ -160,3 +163,18 @@ def test_frames_concatenate_into_a_stream():
 
 def test_dumps_is_compact_and_keeps_unicode():
     assert protocol.dumps({"a": [1, 2], "t": "é\n"}) == '{"a":[1,2],"t":"é\\n"}'
+
+
+def test_a_notification_carries_a_writes_entries_as_xrange_returns_them():
+    entries = [("1-0", encode_fields("metadata", {"job_id": "x", "attempt": 1})),
+               ("1-1", encode_fields("token", {"text": "a\x1e\x1f\n\"é\U0001F600", "index": 0, "count": 2}))]
+    payload = notification(entries).encode()
+    carried = notified_entries(payload)
+    assert carried == [(entry_id.encode(), {b"e": f["e"].encode(), b"d": f["d"].encode()}) for entry_id, f in entries]
+    assert json.loads(carried[1][1][b"d"])["text"] == "a\x1e\x1f\n\"é\U0001F600"  # control characters stay escaped
+
+
+def test_a_write_too_big_to_carry_notifies_its_last_id_only():
+    entries = [("2-7", encode_fields("value", {"state": "x" * MAX_NOTIFIED_CHARS}))]
+    assert notification(entries) == "2-7"
+    assert notified_entries(b"2-7") is None

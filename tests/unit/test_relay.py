@@ -12,10 +12,10 @@ from api.relay import Relay, RelayHooks
 from tokenrelay.cli.embedded import free_port
 from tokenrelay.core import protocol
 from tokenrelay.core.connections import parse_redis_url
-from tokenrelay.core.protocol import EventId, encode_fields, new_job_id
+from tokenrelay.core.protocol import EventId, encode_fields, new_job_id, notification
 from tokenrelay.sse import SSEParser
 
-from ..support.relay import KEYS, Recorder, append, until
+from ..support.relay import KEYS, Recorder, append, append_notified, until
 
 def run(url: str, scenario, *, relay_url: str | None = None, hooks: RelayHooks | None = None, **options):
     """`scenario(relay, redis)`; the relay reads from `relay_url` (default: the same server)."""
@@ -155,3 +155,42 @@ def test_gateway_metrics_count_through_the_hooks_once_per_entry_whatever_the_rea
 
 def counter(metrics: GatewayMetrics, name: str) -> float:
     return metrics.registry.get_sample_value(name) or 0.0
+
+
+def _follow_fresh(relay: Relay, job_id: str, readers: int) -> list[asyncio.Task]:
+    async def consume(events) -> list:
+        return [(event.id, event.event) async for event in events if event is not None]
+
+    return [asyncio.create_task(consume(relay.follow_events(job_id, fresh=True))) for _ in range(readers)]
+
+
+def test_entries_a_notification_carries_are_relayed_without_reading_them_back(redis_server):
+    async def scenario(relay: Relay, redis: Redis):
+        job_id = new_job_id()
+        readers = _follow_fresh(relay, job_id, 2)
+        await until(lambda: relay.reader_count == 2 and relay.hooks.reads >= 1, 5, "subscribed and read once")
+        await append_notified(redis, job_id, [("1-0", encode_fields(*EVENTS[0])), ("1-1", encode_fields(*EVENTS[1]))])
+        await append_notified(redis, job_id, [("1-2", encode_fields(*EVENTS[2]))])
+        await append(redis, job_id, "1-3", encode_fields("end", {"status": "succeeded"}))  # notifies its id only
+        return await asyncio.wait_for(asyncio.gather(*readers), 10)
+
+    got, hooks = run(redis_server.url, scenario)
+    assert got == [[("1-0", "metadata"), ("1-1", "token"), ("1-2", "token"), ("1-3", "end")]] * 2
+    assert hooks.notified == 3 and hooks.read == 1  # only `end` was read from the stream
+
+
+def test_a_notification_that_does_not_follow_what_was_relayed_is_read_from_the_stream(redis_server):
+    async def scenario(relay: Relay, redis: Redis):
+        job_id = new_job_id()
+        readers = _follow_fresh(relay, job_id, 1)
+        await until(lambda: relay.reader_count == 1 and relay.hooks.reads >= 1, 5, "subscribed and read once")
+        await redis.xadd(KEYS.events(job_id), encode_fields(*EVENTS[0]), id="1-0")  # its notification was lost
+        await append_notified(redis, job_id, [("1-1", encode_fields(*EVENTS[1]))])  # a gap: read instead
+        await until(lambda: relay.hooks.read == 2, 5, "both read")
+        await redis.spublish(KEYS.live(job_id), notification([("1-1", encode_fields(*EVENTS[1]))]))  # a retry's
+        await append(redis, job_id, "1-2", encode_fields("end", {"status": "succeeded"}))
+        return await asyncio.wait_for(asyncio.gather(*readers), 10)
+
+    got, hooks = run(redis_server.url, scenario)
+    assert got == [[("1-0", "metadata"), ("1-1", "token"), ("1-2", "end")]]  # in order, once each
+    assert hooks.notified == 0

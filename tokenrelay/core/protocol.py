@@ -68,6 +68,30 @@ def encode_fields(event: str, data: dict[str, Any]) -> dict[str, str]:
     return {"e": event, "d": dumps(data)}
 
 
+# A worker's write notifies its job's channel with the entries it wrote, `<id>\x1f<e>\x1f<d>` each, joined
+# by \x1e, so gateways relay them without reading them back. No field holds a raw control character
+# (ids and event names do not, compact JSON escapes them), so the separators cannot occur inside one.
+# A bigger write notifies its last id only: gateways read it from the stream.
+MAX_NOTIFIED_CHARS = 16_384
+
+
+def notification(entries: list[tuple[str, dict[str, str]]]) -> str:
+    """What a write of `entries` (ids and `encode_fields` fields, in order) publishes on its job's channel."""
+    text = "\x1e".join(f"{entry_id}\x1f{fields['e']}\x1f{fields['d']}" for entry_id, fields in entries)
+    return text if len(text) <= MAX_NOTIFIED_CHARS else entries[-1][0]
+
+
+def notified_entries(payload: bytes) -> list[tuple[bytes, dict[bytes, bytes]]] | None:
+    """The entries a notification carries, as XRANGE returns them; None if it names an id only."""
+    if b"\x1f" not in payload:
+        return None
+    entries = []
+    for part in payload.split(b"\x1e"):
+        entry_id, event, data = part.split(b"\x1f", 2)
+        entries.append((entry_id, {b"e": event, b"d": data}))
+    return entries
+
+
 def sse_frame(event_id: str, event: str, data_json: str) -> bytes:
     # data_json is compact JSON: it never holds a raw CR or LF, so a token cannot forge a frame.
     return f"id: {event_id}\nevent: {event}\ndata: {data_json}\n\n".encode()

@@ -4,8 +4,9 @@ Deliberate choices (read before changing):
 - `SSUBSCRIBE` names channels of one slot per call, and on a cluster it must reach the primary of that
   slot; channels are grouped by node here, one connection and one reader task per node. On one server
   (or Sentinel's current primary) there is one group.
-- Messages only say "look again": the caller reads what changed from where it keeps the data (streams).
-  A lost message or a lost connection therefore loses nothing but time. `on_ready(channel)` fires when
+- A message is a hint: `on_message(channel, data)` may use what it carries, but the caller can always
+  read what changed from where it keeps the data (streams). A lost message or a lost connection
+  therefore loses nothing but time. `on_ready(channel)` fires when
   a subscription is confirmed by the server, after the first subscribe and after every re-subscribe,
   so the caller reads whatever was published while it was not listening.
 - A node's connection that fails (node down, failover, slot moved: `-MOVED`, a server-side
@@ -57,7 +58,7 @@ class _NodeGroup:
 
 class ShardSubscriber:
     def __init__(self, redis: Redis | RedisCluster, connect: Callable[[tuple[str, int] | None], Redis], *,
-                 on_message: Callable[[bytes], None], on_ready: Callable[[bytes], None],
+                 on_message: Callable[[bytes, bytes], None], on_ready: Callable[[bytes], None],
                  on_lost: Callable[[set[bytes]], None], ping_timeout_s: float = 5.0) -> None:
         self.redis = redis
         self.connect = connect  # a client for one node (None: the server, or Sentinel's primary)
@@ -179,7 +180,7 @@ class ShardSubscriber:
                 if response is None:
                     continue
                 if isinstance(response, list) and response[0] == b"smessage":
-                    self.on_message(response[1])  # the common case, without redis-py's message dict
+                    self.on_message(response[1], response[2])  # the common case, without redis-py's message dict
                     continue
                 message = await group.pubsub.handle_message(response)
                 kind = message["type"] if message else None
