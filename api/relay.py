@@ -1,12 +1,18 @@
 """The gateway's relay: each job's stream is read once per process and fanned out to its readers.
 
 Deliberate choices (read before changing):
-- Workers `SPUBLISH` a notification on the job's channel (in the job's slot) after each write; the
-  gateway `SSUBSCRIBE`s to the channels of the jobs it follows (tokenrelay/core/shardsub.py) and, for
-  each notified job, reads what is new with one `XRANGE` from the position it last relayed. The
-  stream stays the only history. Redis work per token is one notification and one range read per
+- Workers `SPUBLISH` a notification on the job's channel (in the job's slot) after each write, carrying
+  the entries written (`protocol.notification`); the gateway `SSUBSCRIBE`s to the channels of the jobs
+  it follows (tokenrelay/core/shardsub.py). Entries that come right after the hub's position, while
+  nothing of the job is being read, are relayed as they came; otherwise (a gap: a lost notification or a
+  new attempt; a read in flight; a write too big to carry; the final `end`, which notifies its id) the
+  job is read with one `XRANGE` from the position it last relayed. The stream stays the only history:
+  a notification only ever brings what is next in it. Redis work per token is one notification per
   gateway: it grows neither with readers nor with the number of live jobs a gateway follows (one
   shared XREAD that named every followed stream did, and cannot span the slots of a cluster).
+  A superseded attempt's write fails, yet still publishes; its entries could only reach readers
+  before the new attempt's `reset` (start.lua runs before any of its writes, and a gateway takes a new
+  attempt's entries only from a read), which tells them to drop what that attempt sent.
 - One pump task reads every notified job, all of them in one pipeline per round: a job is never read
   twice at once, so events reach readers in order. Notifications that arrive while a round is in
   flight coalesce into the next round.
