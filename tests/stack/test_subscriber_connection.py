@@ -19,6 +19,12 @@ async def _subscriber_ids(redis: Redis) -> list[int]:
     return [client["id"] for client in await redis.client_list() if client.get("name") == CLIENT_NAME]
 
 
+def _no_subscriber_of(redis: Redis, channel: str):
+    async def check() -> bool:
+        return (await redis.execute_command("PUBSUB", "SHARDNUMSUB", channel))[1] == 0
+    return check
+
+
 def test_the_connection_outlives_the_last_channel_and_serves_the_next_job(redis_server):
     async def scenario() -> None:
         messages, ready = [], []
@@ -34,12 +40,7 @@ def test_the_connection_outlives_the_last_channel_and_serves_the_next_job(redis_
             assert len(connection) == 1
 
             subscriber.release(b"{first}:live")  # the first job is over: its channel is dropped
-            for _ in range(100):
-                if (await redis.execute_command("PUBSUB", "SHARDNUMSUB", "{first}:live"))[1] == 0:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the server still lists a subscriber of the released channel")
+            await until(_no_subscriber_of(redis, "{first}:live"), 5, "the server to drop the released channel")
             assert await _subscriber_ids(redis) == connection  # still open, with nothing subscribed
 
             await subscriber.subscribe(b"{second}:live")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 from redis.asyncio import Redis
 
@@ -50,10 +51,15 @@ async def append_notified(redis: Redis, job_id: str, entries: list[tuple[str, di
 
 
 async def until(condition, timeout_s: float = 10.0, message: str = "condition") -> None:
-    """Wait for `condition()` to hold, checking every few milliseconds; fail after `timeout_s`."""
+    """Wait for `condition()` (a value, or an awaitable of one: a Redis query) to hold, checking every few
+    milliseconds; fail after `timeout_s`."""
+    async def holds() -> bool:
+        value = condition()
+        return await value if inspect.isawaitable(value) else value
+
     try:
         async with asyncio.timeout(timeout_s):
-            while not condition():
+            while not await holds():
                 await asyncio.sleep(0.005)
     except TimeoutError:
         raise AssertionError(f"timed out after {timeout_s}s waiting for {message}") from None
