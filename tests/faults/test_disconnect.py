@@ -109,7 +109,9 @@ def test_disconnected_clients_are_released_at_once(redis_server, fault_settings,
             wait_until(lambda: gateway.readers() == (0, 0, 0))
             # Idle as after any job: a process keeps its subscriber connection (and its reader task)
             # once it has followed one, so the baseline comes after a first reader came and went.
-            _open_stream(gateway.port, job_id).close()
+            first = _open_stream(gateway.port, job_id)
+            wait_until(lambda: gateway.readers() == (1, 1, 1), message="first reader live")
+            first.close()
             wait_until(lambda: gateway.readers() == (0, 0, 0) and gateway.subscriber_running(), timeout_s=5,
                        message="first reader released")
             idle_tasks = gateway.tasks()

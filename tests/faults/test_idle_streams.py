@@ -47,7 +47,9 @@ def test_idle_streams_cost_one_task_each_and_are_released_when_the_client_leaves
         job_id = submit(gateway.url, {"model": "demo", "prompt": "nobody runs me"})
         # Idle as after any job: a process keeps its subscriber connection (its reader task and watchdog)
         # once it has followed one, so the baseline comes after a first stream came and went.
-        _open_idle_stream(gateway.port, job_id).close()
+        first = _open_idle_stream(gateway.port, job_id)
+        wait_until(lambda: gateway.readers() == (1, 1, 1), message="first stream live")
+        first.close()
         wait_until(lambda: gateway.readers() == (0, 0, 0) and gateway.subscriber_running(), timeout_s=5,
                    message="first stream released")
         idle_tasks = gateway.tasks()
