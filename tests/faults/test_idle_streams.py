@@ -12,7 +12,7 @@ from tokenrelay.core.settings import Settings
 
 from ..support.processes import wait_until
 from .helpers import submit
-from .test_disconnect import InThreadGateway
+from .in_thread_gateway import InThreadGateway
 
 STREAMS = 30
 

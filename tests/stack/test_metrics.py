@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from api.metrics import GatewayMetrics
@@ -18,31 +16,8 @@ from tokenrelay.core.connections import parse_redis_url
 from tokenrelay.core.keys import Keys
 from tokenrelay.core.protocol import encode_fields, new_job_id
 
-from ..support.processes import Stack, wait_until
-
-
-def scrape(url: str) -> dict[tuple[str, tuple], float]:
-    response = httpx.get(url, timeout=5)
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples, name: str, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def scrape_until(url: str, condition, message: str):
-    """Scrape until `condition(samples)` holds; returns those samples."""
-    def attempt():
-        samples = scrape(url)
-        return samples if condition(samples) else None
-
-    return wait_until(attempt, message=message)
+from ..support.metrics import scrape, scrape_until, value
+from ..support.processes import Stack
 
 
 def test_gateway_counts_jobs_tokens_and_readers(client: Client, gateway_url: str):

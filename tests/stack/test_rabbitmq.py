@@ -13,9 +13,9 @@ from tokenrelay import Client
 from ..faults.helpers import SLOW_JOB, readers_mid_stream, record, submit
 from ..faults.invariants import check_reader
 from ..support.http import assert_error
+from ..support.metrics import scrape, value
 from ..support.processes import Stack, wait_until
 from ..support.rabbitmq import RabbitMQServer, available
-from .test_metrics import scrape, value
 
 JOB = {"model": "demo", "prompt": "over amqp", "params": {"max_tokens": 5, "tokens_per_second": 0}}
 
