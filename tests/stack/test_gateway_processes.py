@@ -113,3 +113,21 @@ def test_a_process_that_dies_is_replaced_and_the_port_keeps_serving(multi_proces
         with Client(url) as client:
             job = client.submit("after a crash", params={"max_tokens": 5, "tokens_per_second": 0})
             assert token_indexes(list(client.stream(job["id"]))) == list(range(5))
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_each_process_has_a_session_of_its_own_and_stops_when_the_parent_dies(multi_process_stack):
+    parent = multi_process_stack["gateway"]
+    children = _children(parent.pid)
+    # Linux shares CPU between sessions: in the parent's one session, N processes would share one share.
+    assert all(os.getsid(child) == child for child in children), [(c, os.getsid(c)) for c in children]
+    os.kill(parent.pid, signal.SIGKILL)  # no forwarding of signals now: the processes must stop by themselves
+    wait_until(lambda: not any(_running(child) for child in children), timeout_s=30,
+               message="gateway processes stopped after their parent died")

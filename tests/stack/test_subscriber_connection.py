@@ -55,3 +55,40 @@ def test_the_connection_outlives_the_last_channel_and_serves_the_next_job(redis_
         await redis.aclose()
 
     asyncio.run(scenario())
+
+
+def test_subscribes_and_releases_made_together_leave_the_server_with_the_wanted_channels(redis_server):
+    """A burst of new jobs subscribes together while finished ones release: each subscribe returns with its
+    subscription sent and is confirmed; a channel released and wanted again stays; the rest are dropped."""
+    async def scenario() -> None:
+        messages, ready = [], []
+        redis = Redis.from_url(redis_server.url, decode_responses=False)
+        subscriber = ShardSubscriber(redis, subscriber_connector(parse_redis_url(redis_server.url),
+                                                                 client_name=CLIENT_NAME),
+                                     on_message=lambda channel, data: messages.append(channel),
+                                     on_ready=ready.append, on_lost=print)
+        first = [f"{{a{n}}}:live".encode() for n in range(300)]
+        second = [f"{{b{n}}}:live".encode() for n in range(300)]
+        try:
+            already = await asyncio.gather(*(subscriber.subscribe(channel) for channel in first))
+            assert already == [False] * 300 and all(subscriber.sent(channel) for channel in first)
+            await until(lambda: sorted(ready) == sorted(first), 10, "300 subscriptions confirmed")
+
+            for channel in first[:200]:  # those jobs ended...
+                subscriber.release(channel)
+            subscriber_again = subscriber.subscribe(first[0])  # ...and a reader of one of them came back
+            await asyncio.gather(subscriber_again, *(subscriber.subscribe(channel) for channel in second))
+            wanted = {first[0], *first[200:], *second}
+
+            async def server_has_wanted() -> bool:
+                listed = await redis.execute_command("PUBSUB", "SHARDCHANNELS")
+                return set(listed) == wanted
+            await until(server_has_wanted, 10, "the server to hold exactly the wanted channels")
+            for channel in (first[0], first[1], second[0]):
+                await redis.spublish(channel, "1-0")
+            await until(lambda: sorted(messages) == sorted([first[0], second[0]]), 5, "the wanted channels' messages")
+        finally:
+            await subscriber.close()
+        await redis.aclose()
+
+    asyncio.run(scenario())
