@@ -25,14 +25,19 @@ def _no_subscriber_of(redis: Redis, channel: str):
     return check
 
 
+def _subscriber(url: str, messages: list, ready: list) -> tuple[Redis, ShardSubscriber]:
+    """A client of the server and a subscriber that records the channels of messages and confirmations."""
+    redis = Redis.from_url(url, decode_responses=False)
+    subscriber = ShardSubscriber(redis, subscriber_connector(parse_redis_url(url), client_name=CLIENT_NAME),
+                                 on_message=lambda channel, data: messages.append(channel),
+                                 on_ready=ready.append, on_lost=print)
+    return redis, subscriber
+
+
 def test_the_connection_outlives_the_last_channel_and_serves_the_next_job(redis_server):
     async def scenario() -> None:
         messages, ready = [], []
-        redis = Redis.from_url(redis_server.url, decode_responses=False)
-        subscriber = ShardSubscriber(redis, subscriber_connector(parse_redis_url(redis_server.url),
-                                                                 client_name=CLIENT_NAME),
-                                     on_message=lambda channel, data: messages.append(channel),
-                                     on_ready=ready.append, on_lost=print)
+        redis, subscriber = _subscriber(redis_server.url, messages, ready)
         try:
             await subscriber.subscribe(b"{first}:live")
             await until(lambda: ready == [b"{first}:live"], 5, "first subscription confirmed")
@@ -62,11 +67,7 @@ def test_subscribes_and_releases_made_together_leave_the_server_with_the_wanted_
     subscription sent and is confirmed; a channel released and wanted again stays; the rest are dropped."""
     async def scenario() -> None:
         messages, ready = [], []
-        redis = Redis.from_url(redis_server.url, decode_responses=False)
-        subscriber = ShardSubscriber(redis, subscriber_connector(parse_redis_url(redis_server.url),
-                                                                 client_name=CLIENT_NAME),
-                                     on_message=lambda channel, data: messages.append(channel),
-                                     on_ready=ready.append, on_lost=print)
+        redis, subscriber = _subscriber(redis_server.url, messages, ready)
         first = [f"{{a{n}}}:live".encode() for n in range(300)]
         second = [f"{{b{n}}}:live".encode() for n in range(300)]
         try:
@@ -76,8 +77,8 @@ def test_subscribes_and_releases_made_together_leave_the_server_with_the_wanted_
 
             for channel in first[:200]:  # those jobs ended...
                 subscriber.release(channel)
-            subscriber_again = subscriber.subscribe(first[0])  # ...and a reader of one of them came back
-            await asyncio.gather(subscriber_again, *(subscriber.subscribe(channel) for channel in second))
+            wanted_again = subscriber.subscribe(first[0])  # ...and a reader of one of them came back
+            await asyncio.gather(wanted_again, *(subscriber.subscribe(channel) for channel in second))
             wanted = {first[0], *first[200:], *second}
 
             async def server_has_wanted() -> bool:
