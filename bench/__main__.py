@@ -15,7 +15,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from . import overload, relay_cost, scenarios, sizing
+from . import interfaces, overload, relay_cost, scenarios, sizing
 from .procs import Direct, LangGraphDev, Naive, TokenRelay
 
 WORKERS = 2  # worker processes on each side that has workers (a 2-core machine)
@@ -114,6 +114,7 @@ async def main(argv: list[str] | None = None) -> int:
     await _run(tokenrelay, [("1_throughput", scenarios.throughput), ("2_latency", scenarios.latency),
                             ("3_fanout", scenarios.fanout), ("4_first_token", scenarios.first_token),
                             ("8_side_by_side", scenarios.side_by_side),
+                            ("11_interfaces", interfaces.first_token_by_interface),
                             ("5_idle_readers", scenarios.idle_readers)], sizes, results, only)  # stops the workers
     # Per-token and per-unit costs (README "Scaling"): one gateway process, workers for 1,000 live jobs.
     await _run(lambda: TokenRelay(WORKERS, max(sizes.relay_live_jobs) // WORKERS + 50, 1),

@@ -40,6 +40,7 @@ class Sizes:
     sizing_readers: int = 200
     sizing_jobs: int = 50
     side_ttft_runs: int = 20
+    interface_runs: int = 15
     burst_submits: int = 2000
     starvation_jobs: int = 1600
 
@@ -48,7 +49,8 @@ class Sizes:
         return cls(throughput_jobs=32, throughput_tokens=1000, latency_jobs=200, latency_tokens=30,
                    fanout_readers=200, fanout_tokens=50, ttft_jobs=50, idle_streams=1000, idle_jobs=20,
                    relay_window_s=5.0,
-                   burst_submits=500, starvation_jobs=300, side_ttft_runs=5)
+                   burst_submits=500, starvation_jobs=300, side_ttft_runs=5,
+                   interface_runs=5)
 
 
 def percentile(values: list[float], q: float) -> float:
