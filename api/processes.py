@@ -29,9 +29,7 @@ import time
 RESTART_DELAY_S = 1.0
 POLL_S = 0.2
 CHILD_STOP_TIMEOUT_S = 30.0
-
-
-PR_SET_PDEATHSIG = 1  # prctl(2)
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def default_workers() -> int:
