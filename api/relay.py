@@ -89,7 +89,6 @@ RETRY_DELAY_S = 0.5
 READ_TIMEOUT_S = 3.0
 
 
-
 def _comes_next(position: EventId | None, raw_id: bytes) -> bool:
     """True if `raw_id` is the entry right after `position` (the first entry of attempt 1 after none)."""
     entry = entry_id(raw_id)

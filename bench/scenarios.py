@@ -13,7 +13,6 @@ from . import load
 from .procs import (
     Direct,
     Implementation,
-    Naive,
     TokenRelay,
     rss_bytes,
     tcp_connections_to,
